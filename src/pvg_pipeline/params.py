@@ -1,0 +1,207 @@
+"""Typed, validated parameters built from Kedro's parameter dictionaries.
+
+Every block of ``conf/*/parameters_*.yml`` has a pydantic model here. Validation
+errors are turned into :class:`ParameterError`: one line per problem naming the
+parameter path, the bad value and what is expected. The Kedro hook validates the
+whole tree before any node runs; nodes parse their own block again (cheap) so the
+domain code always receives typed values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, TypeVar
+
+import click
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pvg_pipeline.pvg.graphs.generation import GenerationSpec
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+#: Graphs are dense and padded; degree/colour keys and the agents assume this bound.
+MAX_SUPPORTED_NODES = 15
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class ParameterError(click.ClickException, ValueError):
+    """Invalid parameters: one line per problem, shown by ``kedro run`` as is."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            super().__init__(f"invalid parameter {problems[0]}")
+        else:
+            lines = "\n".join(f"  {problem}" for problem in problems)
+            super().__init__(f"{len(problems)} invalid parameters:\n{lines}")
+
+
+class ParameterBlock(BaseModel):
+    """Base of every parameter model: unknown keys are errors that list valid ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(map(str, data)) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(
+                    f"unknown key(s) {', '.join(map(repr, unknown))}; valid keys are "
+                    f"{', '.join(cls.model_fields)}"
+                )
+        return data
+
+
+class SplitParams(ParameterBlock):
+    """Size and seed of one dataset split."""
+
+    num_pairs: Annotated[int, Field(ge=1, le=10_000_000)]
+    seed: Seed
+
+
+class DataGenerationParams(ParameterBlock):
+    """The ``data_generation`` block (DESIGN.md §3)."""
+
+    hash_size: Annotated[int, Field(ge=1_024, le=2**24)] = 2**24 - 1
+    graph_sizes: Annotated[
+        list[Annotated[int, Field(ge=2, le=MAX_SUPPORTED_NODES)]], Field(min_length=1)
+    ] = [7, 8, 9, 10, 11]
+    edge_probabilities: Annotated[list[Probability], Field(min_length=1)] = [
+        0.2,
+        0.4,
+        0.6,
+        0.8,
+    ]
+    max_nodes: Annotated[int, Field(ge=2, le=MAX_SUPPORTED_NODES)] | None = None
+    wl_max_iterations: Annotated[int, Field(ge=1, le=20)] = 5
+    non_isomorphic_fraction: Probability = 0.5
+    wl_score_proportions: dict[int, Annotated[float, Field(ge=0.0)]] = {
+        1: 0.1,
+        2: 0.2,
+        3: 0.7,
+    }
+    isomorphic_copied_fraction: Probability = 0.5
+    pool_size: Annotated[int, Field(ge=100, le=5_000_000)] = 100_000
+    max_pool_draws: Annotated[int, Field(ge=1, le=100_000)] = 50
+    train: SplitParams = SplitParams(num_pairs=2_000, seed=1)
+    test: SplitParams = SplitParams(num_pairs=500, seed=2)
+
+    @field_validator("graph_sizes", "edge_probabilities")
+    @classmethod
+    def _distinct(cls, values: list[Any]) -> list[Any]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"values must be distinct, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataGenerationParams:
+        problems = []
+        if self.max_nodes is not None and self.max_nodes < max(self.graph_sizes):
+            problems.append(
+                f"max_nodes ({self.max_nodes}) must be >= the largest graph size "
+                f"({max(self.graph_sizes)})"
+            )
+        bad_scores = [s for s in self.wl_score_proportions if not 1 <= s]
+        bad_scores += [
+            s for s in self.wl_score_proportions if s > self.wl_max_iterations
+        ]
+        if not self.wl_score_proportions or bad_scores:
+            problems.append(
+                "wl_score_proportions keys must be WL scores in 1..wl_max_iterations "
+                f"({self.wl_max_iterations}), got {sorted(self.wl_score_proportions)}"
+            )
+        total = sum(self.wl_score_proportions.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            problems.append(f"wl_score_proportions must sum to 1, got {total:g}")
+        if self.train.seed == self.test.seed:
+            problems.append(
+                f"train.seed and test.seed must differ (both {self.train.seed}): the "
+                "test split would repeat the training pairs"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def padded_nodes(self) -> int:
+        """Size of the padded adjacency matrices."""
+        return self.max_nodes or max(self.graph_sizes)
+
+    def generation_spec(self, split: SplitParams) -> GenerationSpec:
+        """The domain-level description of one split to generate."""
+        return GenerationSpec(
+            num_pairs=split.num_pairs,
+            seed=split.seed,
+            graph_sizes=self.graph_sizes,
+            edge_probabilities=self.edge_probabilities,
+            max_nodes=self.padded_nodes,
+            wl_max_iterations=self.wl_max_iterations,
+            non_isomorphic_fraction=self.non_isomorphic_fraction,
+            wl_score_proportions=self.wl_score_proportions,
+            isomorphic_copied_fraction=self.isomorphic_copied_fraction,
+            pool_size=self.pool_size,
+            max_pool_draws=self.max_pool_draws,
+        )
+
+
+class ProjectParameters(ParameterBlock):
+    """All parameters of a run; later blocks (protocol, agents, trainer) slot in."""
+
+    seed: Seed = 0
+    device: str = "auto"
+    data_generation: DataGenerationParams = DataGenerationParams()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_parameters(model: type[Model], values: Any, path: str = "") -> Model:
+    """Validate ``values`` as ``model`` or raise a readable :class:`ParameterError`.
+
+    Parameters
+    ----------
+    model
+        The pydantic model of the block.
+    values
+        The raw dictionary from Kedro (or an already-built model).
+    path
+        Dotted path of the block (``"data_generation"``), prefixed to every problem.
+    """
+    if isinstance(values, model):
+        return values
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise ParameterError(
+            [_describe(problem, path) for problem in error.errors()]
+        ) from None
+
+
+def _describe(problem: Any, prefix: str) -> str:
+    where = prefix
+    for part in problem["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}"
+    where = where.lstrip(".") or "parameters"
+    message = problem["msg"].removeprefix("Value error, ")
+    if isinstance(problem.get("input"), dict | BaseModel):
+        return f"{where}: {message}"
+    return f"{where} = {problem['input']!r}: {message}"

@@ -1,0 +1,20 @@
+"""Project pipelines."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+from pvg_pipeline.pipelines import data_generation
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register the project's pipelines.
+
+    Returns
+    -------
+    dict
+        Pipeline name to ``Pipeline``; ``__default__`` is the whole project.
+    """
+    pipelines = {"data_generation": data_generation.create_pipeline()}
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    return pipelines

@@ -1,0 +1,15 @@
+"""Kedro project settings."""
+
+from kedro.config import OmegaConfigLoader
+
+from pvg_pipeline.hooks import ParameterValidationHook
+
+HOOKS = (ParameterValidationHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # An environment that overrides one key of a block keeps the block's other keys.
+    "merge_strategy": {"parameters": "soft"},
+}

@@ -1,0 +1,100 @@
+"""Parameter validation: every failure kind gives one readable line."""
+
+from __future__ import annotations
+
+import pytest
+
+from pvg_pipeline.config import load_parameters
+from pvg_pipeline.params import (
+    DataGenerationParams,
+    ParameterError,
+    ProjectParameters,
+    parse_parameters,
+)
+
+
+def _problem(values: dict) -> str:
+    with pytest.raises(ParameterError) as error:
+        parse_parameters(ProjectParameters, values)
+    return error.value.message
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            {"data_generation": {"edge_probabilities": [0.2, 1.5]}},
+            "data_generation.edge_probabilities[1] = 1.5: Input should be less than "
+            "or equal to 1",
+        ),
+        (
+            {"data_generation": {"wl_max_iterations": 0}},
+            "data_generation.wl_max_iterations = 0: Input should be greater than or "
+            "equal to 1",
+        ),
+        (
+            {"data_generation": {"graph_sizes": "seven"}},
+            "data_generation.graph_sizes = 'seven': Input should be a valid list",
+        ),
+        ({"seed": "abc"}, "seed = 'abc': Input should be a valid integer"),
+        ({"device": "gpu"}, "device = 'gpu': expected 'auto', 'cpu', 'cuda'"),
+        (
+            {"data_generation": {"train": {"num_pairs": 0, "seed": 1}}},
+            "data_generation.train.num_pairs = 0",
+        ),
+    ],
+)
+def test_type_and_range_errors_name_path_value_and_expectation(values, expected):
+    message = _problem(values)
+    assert message.startswith("invalid parameter ")
+    assert expected in message
+    assert "\n" not in message  # one problem, one line
+
+
+def test_unknown_keys_are_listed_with_the_valid_ones():
+    message = _problem({"data_generation": {"edge_probs": [0.5]}})
+    assert "data_generation: unknown key(s) 'edge_probs'" in message
+    assert "edge_probabilities" in message
+    assert "unknown key(s) 'lr'" in _problem({"lr": 0.1})
+
+
+def test_proportions_must_sum_to_one_and_fit_the_iterations():
+    message = _problem({"data_generation": {"wl_score_proportions": {1: 0.5, 2: 0.4}}})
+    assert "wl_score_proportions must sum to 1, got 0.9" in message
+    message = _problem(
+        {"data_generation": {"wl_max_iterations": 2, "wl_score_proportions": {3: 1}}}
+    )
+    assert "keys must be WL scores in 1..wl_max_iterations (2)" in message
+
+
+def test_cross_field_checks():
+    assert "max_nodes (8) must be >=" in _problem({"data_generation": {"max_nodes": 8}})
+    assert "train.seed and test.seed must differ" in _problem(
+        {"data_generation": {"test": {"num_pairs": 5, "seed": 1}}}
+    )
+    assert "values must be distinct" in _problem(
+        {"data_generation": {"graph_sizes": [7, 7]}}
+    )
+
+
+def test_several_problems_are_reported_together():
+    message = _problem({"seed": -1, "device": "tpu"})
+    assert message.startswith("2 invalid parameters:")
+    assert len(message.splitlines()) == 3
+
+
+def test_parameter_error_is_a_value_error_for_python_users():
+    with pytest.raises(ValueError):
+        parse_parameters(DataGenerationParams, {"pool_size": 1})
+
+
+@pytest.mark.parametrize("env", ["base", "test", "gi_ppo", "gi_solo_agent"])
+def test_every_environment_validates(env):
+    params = parse_parameters(ProjectParameters, load_parameters(env))
+    assert params.data_generation.train.seed != params.data_generation.test.seed
+    if env.startswith("gi_"):
+        assert params.data_generation.train.num_pairs == 10_000
+        assert params.data_generation.test.num_pairs == 1_000
+    if env == "test":  # soft merge: keys the env does not set come from base
+        assert params.data_generation.wl_max_iterations == 5
+        assert params.data_generation.graph_sizes == [7, 8]
