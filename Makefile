@@ -23,4 +23,5 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 benchmark: setup
-	$(VENV)/bin/python benchmarks/data_generation.py
+	$(VENV)/bin/python benchmarks/data_generation.py --baseline benchmarks/results/baseline_data_generation.json
+	$(VENV)/bin/python benchmarks/rollout.py --baseline benchmarks/results/baseline_rollout.json

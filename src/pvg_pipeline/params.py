@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import click
 from pydantic import (
@@ -24,6 +24,15 @@ from pydantic import (
 )
 
 from pvg_pipeline.pvg.graphs.generation import GenerationSpec
+from pvg_pipeline.pvg.protocols import (
+    MULTI_ROUND,
+    PROTOCOLS,
+    Protocol,
+    Rewards,
+    build_protocol,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentArchitecture
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import AgentSpec
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -156,12 +165,112 @@ class DataGenerationParams(ParameterBlock):
         )
 
 
+class ProtocolParams(ParameterBlock):
+    """The ``protocol`` block (DESIGN.md §4)."""
+
+    name: str = "pvg"
+    verifier_first: bool = True
+    min_message_rounds: Annotated[int, Field(ge=0, le=64)] = 0
+    max_message_rounds: Annotated[int, Field(ge=1, le=64)] = 8
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in PROTOCOLS:
+            raise ValueError(
+                f"unknown protocol; valid protocols are {', '.join(PROTOCOLS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rounds(self) -> ProtocolParams:
+        if self.name in MULTI_ROUND:
+            try:
+                self.build()
+            except ValueError as error:
+                raise ValueError(str(error)) from None
+        return self
+
+    def build(self) -> Protocol:
+        """The protocol object these parameters describe."""
+        return build_protocol(
+            self.name,
+            max_message_rounds=self.max_message_rounds,
+            min_message_rounds=self.min_message_rounds,
+            verifier_first=self.verifier_first,
+        )
+
+
+class RewardParams(ParameterBlock):
+    """The ``rewards`` block: reward constants of the game."""
+
+    verifier_correct: float = 1.0
+    verifier_incorrect: float = -1.0
+    verifier_timeout: float = -1.0
+    verifier_continue: float = 0.0
+    prover_convinced: float = 1.0
+
+    def build(self) -> Rewards:
+        """As the domain's :class:`Rewards`."""
+        return Rewards(**self.model_dump())
+
+
+class AgentParams(ParameterBlock):
+    """Architecture of one agent (DESIGN.md §5); ``type: random`` for baselines."""
+
+    type: Literal["neural", "random"] = "neural"
+    num_gnn_layers: Annotated[int, Field(ge=1, le=32)] = 2
+    d_gnn: Annotated[int, Field(ge=1, le=4096)] = 16
+    d_gin_mlp: Annotated[int, Field(ge=1, le=16384)] = 64
+    num_transformer_layers: Annotated[int, Field(ge=0, le=32)] = 1
+    num_heads: Annotated[int, Field(ge=1, le=64)] = 4
+    d_transformer: Annotated[int, Field(ge=1, le=4096)] = 16
+    d_transformer_mlp: Annotated[int, Field(ge=1, le=16384)] = 64
+    activation: Literal["relu", "tanh"] = "relu"
+    batch_norm: bool = True
+    orthogonal_init: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> AgentParams:
+        if self.d_transformer % self.num_heads:
+            raise ValueError(
+                f"d_transformer ({self.d_transformer}) must be divisible by num_heads "
+                f"({self.num_heads})"
+            )
+        return self
+
+    def spec(self) -> AgentSpec:
+        """As the domain's :class:`AgentSpec`."""
+        architecture = AgentArchitecture(**self.model_dump(exclude={"type"}))
+        return AgentSpec(kind=self.type, architecture=architecture)
+
+
+class AgentsParams(ParameterBlock):
+    """The ``agents`` block: one architecture for all provers, one for the verifier."""
+
+    prover: AgentParams = AgentParams(num_gnn_layers=5)
+    verifier: AgentParams = AgentParams(num_gnn_layers=2)
+    shared_body: bool = False
+
+    @model_validator(mode="after")
+    def _shareable(self) -> AgentsParams:
+        if self.shared_body and self.prover != self.verifier:
+            raise ValueError(
+                "shared_body: true needs identical prover and verifier architectures"
+            )
+        return self
+
+
 class ProjectParameters(ParameterBlock):
-    """All parameters of a run; later blocks (protocol, agents, trainer) slot in."""
+    """All parameters of a run; later blocks (trainer, evaluation) slot in."""
 
     seed: Seed = 0
     device: str = "auto"
+    scenario: Literal["graph_isomorphism"] = "graph_isomorphism"
     data_generation: DataGenerationParams = DataGenerationParams()
+    protocol: ProtocolParams = ProtocolParams()
+    rewards: RewardParams = RewardParams()
+    agents: AgentsParams = AgentsParams()
 
     @field_validator("device")
     @classmethod

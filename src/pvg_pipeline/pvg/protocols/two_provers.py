@@ -1,0 +1,79 @@
+"""Two provers and a verifier: ``debate``, ``mnip``, ``merlin_arthur``.
+
+``prover_0`` argues for *reject* (paid when the verifier rejects), ``prover_1`` for
+*accept* (paid when it accepts). The verifier's message is written to every channel
+it writes to, so each prover sees the question the verifier asked.
+"""
+
+from __future__ import annotations
+
+from pvg_pipeline.pvg.protocols.base import VERIFIER, Protocol, alternating_schedule
+
+_AGENTS = ("prover_0", "prover_1", VERIFIER)
+
+
+def debate_protocol(
+    max_message_rounds: int = 8,
+    min_message_rounds: int = 0,
+    verifier_first: bool = True,
+) -> Protocol:
+    """Both provers answer at the same turns; every agent sees both channels."""
+    return Protocol(
+        name="debate",
+        agents=_AGENTS,
+        channels=("prover_0", "prover_1"),
+        visibility=((True, True), (True, True), (True, True)),
+        writes=((True, False), (False, True), (True, True)),
+        schedule=alternating_schedule(
+            max_message_rounds,
+            verifier_first,
+            (False, False, True),
+            (True, True, False),
+        ),
+        min_decision_round=min_message_rounds,
+        accept_prover=1,
+        reject_prover=0,
+    )
+
+
+def mnip_protocol(
+    max_message_rounds: int = 8,
+    min_message_rounds: int = 0,
+    verifier_first: bool = True,
+) -> Protocol:
+    """Like debate, but each prover talks to the verifier on a private channel."""
+    return Protocol(
+        name="mnip",
+        agents=_AGENTS,
+        channels=("prover_0", "prover_1"),
+        visibility=((True, False), (False, True), (True, True)),
+        writes=((True, False), (False, True), (True, True)),
+        schedule=alternating_schedule(
+            max_message_rounds,
+            verifier_first,
+            (False, False, True),
+            (True, True, False),
+        ),
+        min_decision_round=min_message_rounds,
+        accept_prover=1,
+        reject_prover=0,
+    )
+
+
+def merlin_arthur_protocol() -> Protocol:
+    """One prover, drawn per episode, sends one message; then the verifier decides.
+
+    Both provers write to one channel, so the verifier cannot tell which spoke.
+    """
+    return Protocol(
+        name="merlin_arthur",
+        agents=_AGENTS,
+        channels=("main",),
+        visibility=((True,), (True,), (True,)),
+        writes=((True,), (True,), (False,)),
+        schedule=((True, True, False), (False, False, True)),
+        min_decision_round=1,
+        accept_prover=1,
+        reject_prover=0,
+        one_prover_per_episode=True,
+    )

@@ -1,0 +1,287 @@
+"""Agent networks for the graph-isomorphism game (DESIGN.md §5).
+
+Per agent: dense GIN encoder over each graph -> sum pooling (optional batch norm)
+-> pair-invariant pooled tokens (mean, |difference| / 2) -> transformer over
+[2 pooled tokens, nodes of A, nodes of B] where nodes attend only to the other
+graph's nodes and the pooled tokens -> heads: node selector (one logit per node),
+decider (verifier only: reject / accept / continue) and value.
+
+Node features are the messages of the channels the agent can see, so a channel the
+agent cannot see never enters its computation. Graphs have at most ~15 nodes, so
+everything is dense batched matmuls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int64
+from torch import Tensor, nn
+
+from pvg_pipeline.pvg.protocols import Decision
+
+
+@dataclass(frozen=True)
+class AgentArchitecture:
+    """Architecture hyperparameters of one agent (paper-scale defaults)."""
+
+    num_gnn_layers: int = 2
+    d_gnn: int = 16
+    d_gin_mlp: int = 64
+    num_transformer_layers: int = 1
+    num_heads: int = 4
+    d_transformer: int = 16
+    d_transformer_mlp: int = 64
+    activation: str = "relu"
+    batch_norm: bool = True
+    orthogonal_init: bool = True
+
+
+@dataclass(frozen=True)
+class GameShape:
+    """Sizes fixed by the dataset and protocol."""
+
+    max_nodes: int
+    max_rounds: int
+    visible_channels: tuple[int, ...]
+
+
+@dataclass
+class AgentOutput:
+    """What an agent computes on a batch of observations."""
+
+    node_logits: Float[Tensor, "batch two_nodes"]
+    decision_logits: Float[Tensor, "batch 3"] | None
+    value: Float[Tensor, "batch"]
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int, activation: str) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(d_in, d_hidden),
+        _ACTIVATIONS[activation](),
+        nn.Linear(d_hidden, d_out),
+    )
+
+
+class DenseGINLayer(nn.Module):
+    """GIN: ``h' = MLP((1 + eps) h + A h)`` with dense adjacency."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, activation: str) -> None:
+        super().__init__()
+        self.eps = nn.Parameter(torch.zeros(()))
+        self.mlp = _mlp(d_in, d_hidden, d_out, activation)
+
+    def forward(
+        self,
+        features: Float[Tensor, "batch graph node feature"],
+        adjacency: Float[Tensor, "batch graph node node"],
+    ) -> Float[Tensor, "batch graph node feature"]:
+        """Aggregate neighbours, then transform."""
+        return self.mlp((1 + self.eps) * features + adjacency @ features)
+
+
+class CrossGraphAttentionLayer(nn.Module):
+    """Post-norm transformer layer with a boolean attention mask shared by heads."""
+
+    def __init__(
+        self, d_model: int, num_heads: int, d_mlp: int, activation: str
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.mlp = _mlp(d_model, d_mlp, d_model, activation)
+        self.norm_attention = nn.LayerNorm(d_model)
+        self.norm_mlp = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        tokens: Float[Tensor, "batch token d_model"],
+        allowed: Bool[Tensor, "batch 1 token token"],
+    ) -> Float[Tensor, "batch token d_model"]:
+        """Self-attention where query ``i`` sees key ``j`` iff ``allowed[i, j]``."""
+        batch, length, d_model = tokens.shape
+        head_dim = d_model // self.num_heads
+        qkv = self.qkv(tokens).view(batch, length, 3, self.num_heads, head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)
+        attended = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=allowed
+        )
+        attended = attended.transpose(1, 2).reshape(batch, length, d_model)
+        tokens = self.norm_attention(tokens + self.out(attended))
+        return self.norm_mlp(tokens + self.mlp(tokens))
+
+
+class AgentBody(nn.Module):
+    """GIN encoder, pair-invariant pooling and the cross-graph transformer."""
+
+    def __init__(self, arch: AgentArchitecture, d_input: int, max_rounds: int) -> None:
+        super().__init__()
+        self.arch = arch
+        act = arch.activation
+        dims = [d_input] + [arch.d_gnn] * arch.num_gnn_layers
+        self.gin = nn.ModuleList(
+            DenseGINLayer(dims[i], arch.d_gin_mlp, dims[i + 1], act)
+            for i in range(arch.num_gnn_layers)
+        )
+        self.pool_norm = nn.BatchNorm1d(dims[-1]) if arch.batch_norm else nn.Identity()
+        self.node_in = nn.Linear(dims[-1], arch.d_transformer)
+        self.pool_in = nn.Linear(dims[-1], arch.d_transformer)
+        self.round_embedding = nn.Embedding(max_rounds + 1, arch.d_transformer)
+        self.transformer = nn.ModuleList(
+            CrossGraphAttentionLayer(
+                arch.d_transformer, arch.num_heads, arch.d_transformer_mlp, act
+            )
+            for _ in range(arch.num_transformer_layers)
+        )
+
+    def forward(
+        self,
+        node_features: Float[Tensor, "batch 2 node feature"],
+        adjacency: Bool[Tensor, "batch 2 node node"],
+        node_mask: Bool[Tensor, "batch 2 node"],
+        round_number: Int64[Tensor, "batch"],
+    ) -> tuple[
+        Float[Tensor, "batch 2 d_model"], Float[Tensor, "batch two_nodes d_model"]
+    ]:
+        """Return the 2 pooled tokens and the ``2 N`` node tokens."""
+        batch, _, n, _ = node_features.shape
+        mask = node_mask[..., None].to(node_features.dtype)
+        adjacency = adjacency.to(node_features.dtype)
+        h = node_features * mask
+        for layer in self.gin:
+            h = layer(h, adjacency) * mask
+        d_gnn = h.shape[-1]
+        pooled = self.pool_norm(h.sum(dim=2).reshape(batch * 2, d_gnn))
+        pooled = pooled.view(batch, 2, d_gnn)
+        # Pair-invariant: swapping the graphs leaves (mean, |difference| / 2) unchanged.
+        pair = torch.stack(
+            [pooled.mean(dim=1), (pooled[:, 0] - pooled[:, 1]).abs() / 2], dim=1
+        )
+        tokens = torch.cat(
+            [
+                self.pool_in(pair) + self.round_embedding(round_number)[:, None],
+                self.node_in(h.reshape(batch, 2 * n, d_gnn)),
+            ],
+            dim=1,
+        )
+        allowed = self._attention_mask(node_mask)
+        for layer in self.transformer:
+            tokens = layer(tokens, allowed)
+        return tokens[:, :2], tokens[:, 2:]
+
+    @staticmethod
+    def _attention_mask(
+        node_mask: Bool[Tensor, "batch 2 node"],
+    ) -> Bool[Tensor, "batch 1 token token"]:
+        """Nodes see the other graph's real nodes and the pooled tokens.
+
+        Pooled tokens see each other and every real node. Keys that are padding
+        nodes are hidden from everyone; every query sees at least the pooled tokens.
+        """
+        batch, _, n = node_mask.shape
+        device = node_mask.device
+        graph_of = torch.cat(
+            [
+                torch.full((2,), -1, device=device),
+                torch.arange(2, device=device).repeat_interleave(n),
+            ]
+        )
+        is_pool = graph_of == -1
+        structure = (
+            is_pool[None, :]
+            | is_pool[:, None]
+            | (graph_of[:, None] != graph_of[None, :])
+        )
+        real_key = torch.cat(
+            [
+                torch.ones(batch, 2, dtype=torch.bool, device=device),
+                node_mask.reshape(batch, 2 * n),
+            ],
+            dim=1,
+        )
+        return (structure[None] & real_key[:, None, :])[:, None]
+
+
+class GraphIsomorphismAgent(nn.Module):
+    """One agent: input projection of visible messages, a body, and heads.
+
+    Parameters
+    ----------
+    arch
+        Architecture hyperparameters.
+    shape
+        Dataset/protocol sizes and the channels this agent sees.
+    is_verifier
+        Adds the decider head.
+    body
+        A body to share with other agents; a new one is built when ``None``.
+    """
+
+    def __init__(
+        self,
+        arch: AgentArchitecture,
+        shape: GameShape,
+        is_verifier: bool,
+        body: AgentBody | None = None,
+    ) -> None:
+        super().__init__()
+        self.shape = shape
+        self.is_verifier = is_verifier
+        self.register_buffer(
+            "visible",
+            torch.tensor(shape.visible_channels, dtype=torch.int64),
+            persistent=False,
+        )
+        d_messages = shape.max_rounds * len(shape.visible_channels)
+        self.body = (
+            body if body is not None else AgentBody(arch, arch.d_gnn, shape.max_rounds)
+        )
+        # Messages plus a constant feature (so an empty history still has signal).
+        self.input = nn.Linear(d_messages + 1, self.body.arch.d_gnn)
+        d_model = self.body.arch.d_transformer
+        act = arch.activation
+        self.node_head = nn.Linear(d_model, 1)
+        self.value_head = _mlp(2 * d_model, arch.d_transformer_mlp, 1, act)
+        self.decision_head = (
+            _mlp(2 * d_model, arch.d_transformer_mlp, len(Decision), act)
+            if is_verifier
+            else None
+        )
+        if arch.orthogonal_init:
+            _orthogonal_init(self)
+
+    def forward(
+        self,
+        adjacency: Bool[Tensor, "batch 2 node node"],
+        node_mask: Bool[Tensor, "batch 2 node"],
+        message_history: Float[Tensor, "batch round channel 2 node"],
+        round_number: Int64[Tensor, "batch"],
+    ) -> AgentOutput:
+        """Compute node logits (padding = -inf), decision logits and value."""
+        batch, rounds, _, _, n = message_history.shape
+        seen = message_history.index_select(2, self.visible)
+        d_messages = rounds * self.visible.shape[0]
+        features = seen.permute(0, 3, 4, 1, 2).reshape(batch, 2, n, d_messages)
+        features = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)
+        pooled, nodes = self.body(
+            self.input(features), adjacency, node_mask, round_number
+        )
+        logits = self.node_head(nodes).squeeze(-1)
+        logits = logits.masked_fill(~node_mask.reshape(batch, 2 * n), float("-inf"))
+        summary = pooled.reshape(batch, 2 * pooled.shape[-1])
+        decision = (
+            self.decision_head(summary) if self.decision_head is not None else None
+        )
+        return AgentOutput(logits, decision, self.value_head(summary).squeeze(-1))
+
+
+def _orthogonal_init(module: nn.Module) -> None:
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.orthogonal_(sub.weight)
+            nn.init.zeros_(sub.bias)

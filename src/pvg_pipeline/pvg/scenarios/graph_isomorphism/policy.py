@@ -1,0 +1,134 @@
+"""Acting for all agents of a protocol, running each network only where it acts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from jaxtyping import Bool, Float
+from tensordict import TensorDictBase
+from torch import Tensor, nn
+
+from pvg_pipeline.pvg.protocols import Decision, Protocol
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentOutput
+
+
+class RandomAgent(nn.Module):
+    """Uniform over legal actions: real nodes, and reject/accept/continue."""
+
+    def __init__(self, is_verifier: bool) -> None:
+        super().__init__()
+        self.is_verifier = is_verifier
+
+    def forward(
+        self,
+        adjacency: Tensor,
+        node_mask: Bool[Tensor, "batch 2 node"],
+        message_history: Tensor,
+        round_number: Tensor,
+    ) -> AgentOutput:
+        """Equal logits for every legal action; value 0."""
+        batch = node_mask.shape[0]
+        legal = node_mask.flatten(1)
+        logits = torch.zeros(legal.shape, device=node_mask.device)
+        logits = logits.masked_fill(~legal, float("-inf"))
+        decision = torch.zeros(batch, len(Decision), device=node_mask.device)
+        return AgentOutput(
+            logits,
+            decision if self.is_verifier else None,
+            torch.zeros(batch, device=node_mask.device),
+        )
+
+
+def restrict_decisions(
+    logits: Float[Tensor, "batch 3"], allowed: Bool[Tensor, "batch"]
+) -> Float[Tensor, "batch 3"]:
+    """Where a decision cannot count, only ``continue`` has probability (log-prob 0)."""
+    blocked = torch.zeros_like(logits, dtype=torch.bool)
+    blocked[:, [Decision.REJECT, Decision.ACCEPT]] = True
+    return logits.masked_fill(blocked & ~allowed[:, None], float("-inf"))
+
+
+class MultiAgentPolicy(nn.Module):
+    """Samples every agent's action for a batch of observations.
+
+    Parameters
+    ----------
+    agents
+        Agent name -> network (or :class:`RandomAgent`), for every protocol agent.
+    protocol
+        Gives the agent order and which agent is the verifier.
+    only_active
+        Run each network only on the environments where its agent acts (default).
+        ``False`` runs every agent on every environment and discards the inactive
+        outputs: same actions' distribution, more compute (kept for benchmarks).
+
+    Writes ``node`` ``(batch, agent)``, ``decision`` ``(batch,)``, ``log_prob`` and
+    ``value`` ``(batch, agent)``; inactive agents get node 0, log-prob 0, value 0.
+    """
+
+    def __init__(
+        self,
+        agents: Mapping[str, nn.Module],
+        protocol: Protocol,
+        only_active: bool = True,
+    ) -> None:
+        super().__init__()
+        missing = set(protocol.agents) - set(agents)
+        if missing:
+            raise ValueError(
+                f"protocol {protocol.name} needs agents {list(protocol.agents)}; "
+                f"missing {sorted(missing)}"
+            )
+        self.protocol = protocol
+        self.agents = nn.ModuleDict({name: agents[name] for name in protocol.agents})
+        self.only_active = only_active
+        self.deterministic = False
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Fill the action keys of ``tensordict`` in place and return it."""
+        active = tensordict["active"]
+        batch, num_agents = active.shape
+        device = active.device
+        node = torch.zeros(batch, num_agents, dtype=torch.int64, device=device)
+        log_prob = torch.zeros(batch, num_agents, device=device)
+        value = torch.zeros(batch, num_agents, device=device)
+        decision = torch.full((batch,), int(Decision.CONTINUE), device=device)
+        for index, (name, agent) in enumerate(self.agents.items()):
+            rows = (
+                active[:, index].nonzero().squeeze(1)
+                if self.only_active
+                else torch.arange(batch, device=device)
+            )
+            output = agent(
+                tensordict["adjacency"][rows],
+                tensordict["node_mask"][rows],
+                tensordict["message_history"][rows],
+                tensordict["round"][rows],
+            )
+            chosen, chosen_log_prob = self._sample(output.node_logits)
+            if output.decision_logits is not None:
+                logits = restrict_decisions(
+                    output.decision_logits, tensordict["decision_allowed"][rows]
+                )
+                verdict, verdict_log_prob = self._sample(logits)
+                decision[rows] = verdict
+                chosen_log_prob = chosen_log_prob + verdict_log_prob
+            keep = active[rows, index]
+            node[rows, index] = torch.where(keep, chosen, 0)
+            log_prob[rows, index] = torch.where(keep, chosen_log_prob, 0.0)
+            value[rows, index] = torch.where(keep, output.value, 0.0)
+            if name == "verifier" and not self.only_active:
+                decision = torch.where(
+                    active[:, index], decision, int(Decision.CONTINUE)
+                )
+        tensordict["node"] = node
+        tensordict["decision"] = decision
+        tensordict["log_prob"] = log_prob
+        tensordict["value"] = value
+        return tensordict
+
+    def _sample(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        distribution = torch.distributions.Categorical(logits=logits)
+        action = logits.argmax(-1) if self.deterministic else distribution.sample()
+        return action, distribution.log_prob(action)

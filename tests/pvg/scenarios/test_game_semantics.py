@@ -1,0 +1,172 @@
+"""Exact step semantics of every protocol on hand-built batches.
+
+Reward constants are distinct powers of two so each reward path is identifiable:
+correct +1, prover convinced +2, incorrect -4, continue +8, timeout -16.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pvg_pipeline.pvg.protocols import Decision, Rewards, build_protocol
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import new_episodes, step
+
+R = Rewards(
+    verifier_correct=1.0,
+    prover_convinced=2.0,
+    verifier_incorrect=-4.0,
+    verifier_continue=8.0,
+    verifier_timeout=-16.0,
+)
+ACC, REJ, CONT = int(Decision.ACCEPT), int(Decision.REJECT), int(Decision.CONTINUE)
+N = 4  # padded nodes; graphs have 3 real nodes
+
+
+def _start(protocol, labels, prover_choice=None):
+    batch = len(labels)
+    adjacency = torch.zeros(batch, 2, N, N, dtype=torch.bool)
+    adjacency[:, :, 0, 1] = adjacency[:, :, 1, 0] = True
+    choice = torch.tensor(prover_choice or [0] * batch)
+    tables = protocol.tensors("cpu")
+    state = new_episodes(
+        adjacency,
+        torch.full((batch,), 3),
+        torch.tensor(labels),
+        torch.arange(batch),
+        choice,
+        protocol,
+        tables,
+    )
+    return state, tables
+
+
+def _play(protocol, tables, state, nodes, decisions):
+    return step(
+        state, torch.tensor(nodes), torch.tensor(decisions), protocol, tables, R
+    )
+
+
+def test_pvg_turns_min_rounds_decisions_and_timeout():
+    protocol = build_protocol(
+        "pvg", max_message_rounds=4, min_message_rounds=2, verifier_first=True
+    )
+    state, tables = _start(protocol, [True, False, True, False])
+    assert protocol.agents == ("prover", "verifier")
+    # Round 0: verifier's turn, decisions do not count yet.
+    assert state["active"].tolist() == [[False, True]] * 4
+    assert not state["decision_allowed"].any()
+    state, reward, done = _play(
+        protocol, tables, state, [[0, 1]] * 4, [ACC, REJ, ACC, CONT]
+    )
+    assert not done.any() and not reward.any()
+    assert state["round"].tolist() == [1] * 4
+    assert state["message_history"][:, 0, 0].reshape(4, -1)[:, 1].tolist() == [1.0] * 4
+    assert state["message_history"].sum().item() == 4  # only the verifier's message
+    # Round 1: prover's turn; its message goes to round 1 (node 2 of graph B = 6).
+    assert state["active"].tolist() == [[True, False]] * 4
+    state, reward, done = _play(protocol, tables, state, [[6, 3]] * 4, [ACC] * 4)
+    assert not done.any() and not reward.any()
+    assert state["message_history"][:, 1, 0, 1, 2].tolist() == [1.0] * 4
+    assert state["message_history"][:, 1].sum().item() == 4
+    # Round 2: verifier decides: correct accept, wrong accept, wrong reject, continue.
+    assert state["decision_allowed"].all()
+    state, reward, done = _play(
+        protocol, tables, state, [[0, 0]] * 4, [ACC, ACC, REJ, CONT]
+    )
+    assert reward.tolist() == [[2, 1], [2, -4], [0, -4], [0, 8]]
+    assert done.tolist() == [True, True, True, False]
+    assert state["decision"].tolist() == [ACC, ACC, REJ, -1]
+    # Round 3 (last): prover's turn; the undecided episode times out.
+    state, reward, done = _play(protocol, tables, state, [[1, 0]] * 4, [CONT] * 4)
+    assert reward[3].tolist() == [0, -16]
+    assert done[3] and state["round"][3] == 4
+    assert not state["active"][3].any()
+
+
+def test_pvg_prover_first():
+    protocol = build_protocol(
+        "pvg", max_message_rounds=3, min_message_rounds=0, verifier_first=False
+    )
+    state, _ = _start(protocol, [True])
+    assert state["active"].tolist() == [[True, False]]
+    assert not state["decision_allowed"].any()
+
+
+def test_adp_prover_then_verifier_must_decide():
+    protocol = build_protocol("adp")
+    state, tables = _start(protocol, [True, False, True])
+    assert state["active"].tolist() == [[True, False]] * 3
+    state, reward, done = _play(protocol, tables, state, [[5, 0]] * 3, [ACC] * 3)
+    assert not done.any() and not reward.any()
+    state, reward, done = _play(protocol, tables, state, [[0, 0]] * 3, [ACC, REJ, CONT])
+    # Correct accept; correct reject (prover unpaid); continue then timeout.
+    assert reward.tolist() == [[2, 1], [0, 1], [0, 8 - 16]]
+    assert done.all()
+
+
+def test_solo_verifier_decides_in_one_round():
+    protocol = build_protocol("solo_verifier")
+    state, tables = _start(protocol, [True, False, False])
+    assert state["decision_allowed"].all()
+    _, reward, done = _play(protocol, tables, state, [[0]] * 3, [ACC, REJ, CONT])
+    assert reward.tolist() == [[1], [1], [8 - 16]]
+    assert done.all()
+
+
+def test_debate_both_provers_answer_and_see_everything():
+    protocol = build_protocol(
+        "debate", max_message_rounds=4, min_message_rounds=2, verifier_first=True
+    )
+    assert protocol.agents == ("prover_0", "prover_1", "verifier")
+    state, tables = _start(protocol, [True, False])
+    state, _, _ = _play(protocol, tables, state, [[0, 0, 2]] * 2, [CONT] * 2)
+    # The verifier's question is written to both channels.
+    assert state["message_history"][:, 0, :, 0, 2].tolist() == [[1, 1]] * 2
+    assert state["active"].tolist() == [[True, True, False]] * 2
+    state, _, _ = _play(protocol, tables, state, [[1, 5, 0]] * 2, [CONT] * 2)
+    assert state["message_history"][:, 1, 0, 0, 1].tolist() == [1, 1]
+    assert state["message_history"][:, 1, 1, 1, 1].tolist() == [1, 1]
+    assert state["message_history"][:, 1].sum().item() == 4
+    assert protocol.visibility == ((True, True),) * 3
+    state, reward, done = _play(protocol, tables, state, [[0, 0, 0]] * 2, [ACC, ACC])
+    # prover_1 argues accept (+2 on accept), prover_0 argues reject (unpaid here).
+    assert reward.tolist() == [[0, 2, 1], [0, 2, -4]]
+    assert done.all()
+
+
+def test_mnip_private_channels_and_reject_pays_prover_0():
+    protocol = build_protocol(
+        "mnip", max_message_rounds=2, min_message_rounds=0, verifier_first=True
+    )
+    assert protocol.visibility == ((True, False), (False, True), (True, True))
+    state, tables = _start(protocol, [False, True])
+    _, reward, done = _play(protocol, tables, state, [[0, 0, 0]] * 2, [REJ, REJ])
+    assert reward.tolist() == [[2, 0, 1], [2, 0, -4]]
+    assert done.all()
+
+
+def test_merlin_arthur_one_prover_per_episode():
+    protocol = build_protocol("merlin_arthur")
+    state, tables = _start(protocol, [True, True], prover_choice=[0, 1])
+    assert state["active"].tolist() == [[True, False, False], [False, True, False]]
+    state, _, _ = _play(protocol, tables, state, [[3, 7, 0]] * 2, [CONT] * 2)
+    # One shared channel: the verifier cannot tell which prover spoke.
+    assert state["message_history"][0, 0, 0].reshape(-1).nonzero().tolist() == [[3]]
+    assert state["message_history"][1, 0, 0].reshape(-1).nonzero().tolist() == [[7]]
+    assert state["active"].tolist() == [[False, False, True]] * 2
+    _, reward, done = _play(protocol, tables, state, [[0, 0, 0]] * 2, [ACC, REJ])
+    # Episode 0: prover_0 (reject side) took part; accept pays prover_1, who did
+    # not take part, so nobody is paid. Episode 1: reject would pay prover_0 (absent).
+    assert reward.tolist() == [[0, 0, 1], [0, 0, -4]]
+    assert done.all()
+    state, tables = _start(protocol, [False], prover_choice=[0])
+    state, _, _ = _play(protocol, tables, state, [[0, 0, 0]], [CONT])
+    _, reward, _ = _play(protocol, tables, state, [[0, 0, 0]], [REJ])
+    assert reward.tolist() == [[2, 0, 1]]
+
+
+def test_label_is_never_observed():
+    from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
+
+    assert "label" not in OBSERVATION_KEYS
+    assert "decision" not in OBSERVATION_KEYS
