@@ -98,3 +98,43 @@ def test_every_environment_validates(env):
     if env == "test":  # soft merge: keys the env does not set come from base
         assert params.data_generation.wl_max_iterations == 5
         assert params.data_generation.graph_sizes == [7, 8]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            {"protocol": {"name": "chess"}},
+            "protocol.name = 'chess': unknown protocol; valid protocols are pvg, nip, adp",
+        ),
+        (
+            {"protocol": {"min_message_rounds": 8}},
+            "the verifier never gets a turn at or after round 8",
+        ),
+        (
+            {"agents": {"verifier": {"d_transformer": 10}}},
+            "d_transformer (10) must be divisible by num_heads (4)",
+        ),
+        ({"agents": {"prover": {"type": "oracle"}}}, "agents.prover.type = 'oracle'"),
+        (
+            {"trainer": {"name": "dqn"}},
+            "trainer.name = 'dqn': Input should be 'ppo' or 'solo_agent'",
+        ),
+        ({"trainer": {"ppo": {"gamma": 1.5}}}, "trainer.ppo.gamma = 1.5"),
+        ({"trainer": {"ppo": {"lr": 0.1}}}, "trainer.ppo: unknown key(s) 'lr'"),
+        ({"tracking": {"mode": "cloud"}}, "tracking.mode = 'cloud'"),
+        (
+            {"rewards": {"verifier_correct": "high"}},
+            "rewards.verifier_correct = 'high'",
+        ),
+    ],
+)
+def test_game_and_trainer_blocks_are_validated(values, expected):
+    assert expected in _problem(values)
+
+
+def test_shared_body_needs_identical_architectures():
+    message = _problem({"agents": {"shared_body": True}})
+    assert (
+        "shared_body: true needs identical prover and verifier architectures" in message
+    )

@@ -1,14 +1,31 @@
-"""Kedro hooks: validate all parameters before any node runs."""
+"""Kedro hooks: fail fast on bad parameters or missing inputs; track to W&B."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import click
 from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Pipeline
 
-from pvg_pipeline.params import ProjectParameters, parse_parameters
+from pvg_pipeline import tracking
+from pvg_pipeline.params import (
+    ProjectParameters,
+    TrackingParams,
+    parse_parameters,
+)
+
+#: Which pipeline makes each dataset that other pipelines reuse.
+PRODUCERS = {
+    "prime_table": "data_generation",
+    "graph_pairs_train": "data_generation",
+    "graph_pairs_test": "data_generation",
+    "agents": "train",
+    "training_history": "train",
+    "training_run": "train",
+}
 
 
 class ParameterValidationHook:
@@ -20,3 +37,93 @@ class ParameterValidationHook:
     ) -> None:
         """Validate the resolved parameter tree of the run."""
         parse_parameters(ProjectParameters, catalog.load("parameters"))
+
+
+class MissingInputError(click.ClickException):
+    """Inputs of the pipeline have no saved version: one line per dataset."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("cannot run: " + "; ".join(problems))
+
+
+class InputDatasetHook:
+    """Before anything runs, every dataset the pipeline reads must exist."""
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> None:
+        """Raise one readable error naming each missing input and its producer."""
+        env = run_params.get("env") or "base"
+        problems = []
+        for name in sorted(pipeline.inputs()):
+            if name == "parameters" or name.startswith("params:"):
+                continue
+            if catalog.exists(name):
+                continue
+            dataset = catalog.get(name)
+            versions = getattr(dataset, "available_versions", lambda: [])()
+            producer = PRODUCERS.get(name, "the pipeline that makes it")
+            hint = f"run `kedro run --pipelines {producer} --env {env}` first"
+            if versions:
+                hint = f"available versions: {', '.join(versions[:10])}"
+            problems.append(f"dataset '{name}' has no saved version to load; {hint}")
+        if problems:
+            raise MissingInputError(problems)
+
+
+class TrackingHook:
+    """Log resolved parameters and per-iteration metrics to Weights & Biases.
+
+    ``tracking.mode`` is ``offline`` by default (sync later with ``wandb sync``),
+    ``disabled`` in tests; ``WANDB_MODE`` in the environment overrides it. No API
+    key is ever written: W&B reads ``WANDB_API_KEY`` itself when online.
+    """
+
+    def __init__(self) -> None:
+        self._run: Any = None
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> None:
+        """Start a W&B run when the pipeline trains agents."""
+        if "train_agents" not in {n.name for n in pipeline.nodes}:
+            return
+        parameters = catalog.load("parameters")
+        settings = parse_parameters(
+            TrackingParams, parameters.get("tracking", {}), "tracking"
+        )
+        mode = os.environ.get("WANDB_MODE", settings.mode)
+        if mode == "disabled":
+            return
+        import wandb
+
+        self._run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            mode=mode,
+            config=parameters,
+            tags=[run_params.get("env") or "base"],
+            reinit="finish_previous",
+        )
+        tracking.subscribe(self._log)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        self._run.log(metrics)
+
+    @hook_impl
+    def after_pipeline_run(self, **kwargs: Any) -> None:
+        """Finish the W&B run."""
+        self._finish(0)
+
+    @hook_impl
+    def on_pipeline_error(self, **kwargs: Any) -> None:
+        """Finish the W&B run, marked as failed."""
+        self._finish(1)
+
+    def _finish(self, exit_code: int) -> None:
+        if self._run is not None:
+            tracking.unsubscribe(self._log)
+            self._run.finish(exit_code=exit_code)
+            self._run = None

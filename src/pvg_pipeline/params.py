@@ -261,8 +261,54 @@ class AgentsParams(ParameterBlock):
         return self
 
 
+class PPOParams(ParameterBlock):
+    """PPO hyperparameters (``trainer.ppo``)."""
+
+    iterations: Annotated[int, Field(ge=1)] = 100
+    num_envs: Annotated[int, Field(ge=1)] = 256
+    steps_per_iteration: Annotated[int, Field(ge=1)] = 8
+    epochs: Annotated[int, Field(ge=1)] = 10
+    minibatch_size: Annotated[int, Field(ge=1)] = 256
+    gamma: Probability = 0.95
+    gae_lambda: Probability = 0.95
+    clip_epsilon: Annotated[float, Field(gt=0.0)] = 0.2
+    entropy_coefficient: Annotated[float, Field(ge=0.0)] = 1e-3
+    value_coefficient: Annotated[float, Field(ge=0.0)] = 0.5
+    learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = 0.5
+    normalize_advantage: bool = True
+
+
+class SoloAgentParams(ParameterBlock):
+    """Supervised baseline settings (``trainer.solo_agent``)."""
+
+    epochs: Annotated[int, Field(ge=1)] = 100
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+
+
+class TrainerParams(ParameterBlock):
+    """The ``trainer`` block: which trainer, its settings, checkpoints."""
+
+    name: Literal["ppo", "solo_agent"] = "ppo"
+    ppo: PPOParams = PPOParams()
+    solo_agent: SoloAgentParams = SoloAgentParams()
+    checkpoint_interval: Annotated[int, Field(ge=1)] = 10
+    checkpoint_dir: str = "data/06_models/checkpoints"
+    resume: bool = False
+    resume_run: str | None = None
+
+
+class TrackingParams(ParameterBlock):
+    """The ``tracking`` block: Weights & Biases (never ``online`` unless asked)."""
+
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "pvg_pipeline"
+    entity: str | None = None
+
+
 class ProjectParameters(ParameterBlock):
-    """All parameters of a run; later blocks (trainer, evaluation) slot in."""
+    """All parameters of a run."""
 
     seed: Seed = 0
     device: str = "auto"
@@ -271,6 +317,8 @@ class ProjectParameters(ParameterBlock):
     protocol: ProtocolParams = ProtocolParams()
     rewards: RewardParams = RewardParams()
     agents: AgentsParams = AgentsParams()
+    trainer: TrainerParams = TrainerParams()
+    tracking: TrackingParams = TrackingParams()
 
     @field_validator("device")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from pvg_pipeline.pipelines import data_generation
+from pvg_pipeline.pipelines import data_generation, train
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -13,8 +13,11 @@ def register_pipelines() -> dict[str, Pipeline]:
     Returns
     -------
     dict
-        Pipeline name to ``Pipeline``; ``__default__`` is the whole project.
+        Pipeline name to ``Pipeline``; ``__default__`` runs data -> train.
     """
-    pipelines = {"data_generation": data_generation.create_pipeline()}
+    pipelines = {
+        "data_generation": data_generation.create_pipeline(),
+        "train": train.create_pipeline(),
+    }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -2,9 +2,11 @@
 
 from kedro.config import OmegaConfigLoader
 
-from pvg_pipeline.hooks import ParameterValidationHook
+from pvg_pipeline.hooks import InputDatasetHook, ParameterValidationHook, TrackingHook
 
-HOOKS = (ParameterValidationHook(),)
+# Order matters: parameters first, then inputs, then tracking (nothing to track if
+# the run is refused).
+HOOKS = (ParameterValidationHook(), InputDatasetHook(), TrackingHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -49,6 +49,29 @@ def restrict_decisions(
     return logits.masked_fill(blocked & ~allowed[:, None], float("-inf"))
 
 
+def action_log_prob(
+    output: AgentOutput,
+    node: Tensor,
+    decision: Tensor,
+    decision_allowed: Bool[Tensor, "batch"],
+) -> tuple[Float[Tensor, "batch"], Float[Tensor, "batch"], Float[Tensor, "batch"]]:
+    """Log-probability of an agent's action, its entropy and its decision entropy.
+
+    The action is the message node, plus the decision for the verifier (decisions
+    that cannot count have probability 1, so they add nothing).
+    """
+    nodes = torch.distributions.Categorical(logits=output.node_logits)
+    log_prob, entropy = nodes.log_prob(node), nodes.entropy()
+    decision_entropy = torch.zeros_like(log_prob)
+    if output.decision_logits is not None:
+        logits = restrict_decisions(output.decision_logits, decision_allowed)
+        decisions = torch.distributions.Categorical(logits=logits)
+        log_prob = log_prob + decisions.log_prob(decision)
+        decision_entropy = decisions.entropy()
+        entropy = entropy + decision_entropy
+    return log_prob, entropy, decision_entropy
+
+
 class MultiAgentPolicy(nn.Module):
     """Samples every agent's action for a batch of observations.
 

@@ -1,0 +1,95 @@
+"""Nodes of the ``train`` pipeline: thin adapters over ``pvg.trainers``."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+
+from pvg_pipeline import tracking
+from pvg_pipeline.params import ProjectParameters, parse_parameters
+from pvg_pipeline.pvg.device import resolve_device
+from pvg_pipeline.pvg.trainers.ppo import PPOConfig
+from pvg_pipeline.pvg.trainers.run import run_training
+from pvg_pipeline.pvg.trainers.solo_agent import SoloAgentConfig
+
+_PACKAGES = (
+    "pvg_pipeline",
+    "torch",
+    "torchrl",
+    "tensordict",
+    "kedro",
+    "numpy",
+    "pydantic",
+)
+
+
+def train_agents(
+    graph_pairs_train: dict[str, Any],
+    graph_pairs_test: dict[str, Any],
+    parameters: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Train the protocol's agents; return agents, history and the run record."""
+    params = parse_parameters(ProjectParameters, parameters)
+    check_dataset_matches(graph_pairs_train, params, "graph_pairs_train")
+    trainer = params.trainer
+    config = (
+        PPOConfig(
+            **trainer.ppo.model_dump(), checkpoint_interval=trainer.checkpoint_interval
+        )
+        if trainer.name == "ppo"
+        else SoloAgentConfig(**trainer.solo_agent.model_dump())
+    )
+    agents, history, info = run_training(
+        trainer.name,
+        config,
+        params.protocol.build(),
+        params.rewards.build(),
+        params.agents.prover.spec(),
+        params.agents.verifier.spec(),
+        params.agents.shared_body,
+        graph_pairs_train,
+        graph_pairs_test,
+        params.seed,
+        resolve_device(params.device),
+        trainer.checkpoint_dir,
+        trainer.resume_run or trainer.resume,
+        on_iteration=tracking.publish,
+    )
+    record = {
+        "parameters": params.model_dump(mode="json"),
+        "packages": {**package_versions(), "python": platform.python_version()},
+        "datasets": {
+            "graph_pairs_train": graph_pairs_train.get("generation_parameters", {}),
+            "graph_pairs_test": graph_pairs_test.get("generation_parameters", {}),
+        },
+        **info,
+    }
+    return agents, pd.DataFrame(history), record
+
+
+def check_dataset_matches(
+    pairs: dict[str, Any], params: ProjectParameters, name: str
+) -> None:
+    """The dataset must have the padded size the parameters describe."""
+    expected = params.data_generation.padded_nodes
+    actual = int(pairs["adjacency"].shape[-1])
+    if actual != expected:
+        raise ValueError(
+            f"{name} has max_nodes={actual} but data_generation describes "
+            f"max_nodes={expected}; regenerate the data with these parameters "
+            "(kedro run --pipelines data_generation) or pin a matching version"
+        )
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that determine results."""
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

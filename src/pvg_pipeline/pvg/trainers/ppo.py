@@ -1,0 +1,266 @@
+"""Independent PPO for every agent of a protocol, readable top to bottom.
+
+One iteration: collect ``steps_per_iteration x num_envs`` frames with the current
+policy (each network runs only where its agent acts), compute per-agent GAE over
+each agent's own active steps, then for each agent run ``epochs`` passes of
+minibatch updates on the steps where it acted: clipped surrogate, value loss,
+entropy bonus, per-minibatch advantage normalisation, gradient-norm clipping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pvg_pipeline.pvg.protocols import Protocol, Rewards
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
+    GraphIsomorphismEnv,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
+    MultiAgentPolicy,
+    action_log_prob,
+)
+from pvg_pipeline.pvg.trainers.advantages import masked_gae
+from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore, TrainingState
+from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (DESIGN.md §6 gives the paper-scale values)."""
+
+    iterations: int = 100
+    num_envs: int = 256
+    steps_per_iteration: int = 8
+    epochs: int = 10
+    minibatch_size: int = 256
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    clip_epsilon: float = 0.2
+    entropy_coefficient: float = 1e-3
+    value_coefficient: float = 0.5
+    learning_rate: float = 3e-4
+    max_grad_norm: float = 0.5
+    normalize_advantage: bool = True
+    checkpoint_interval: int = 10
+
+
+def train_ppo(
+    agents: Mapping[str, nn.Module],
+    protocol: Protocol,
+    rewards: Rewards,
+    pairs: Mapping[str, Tensor],
+    config: PPOConfig,
+    seed: int,
+    device: torch.device,
+    checkpoints: CheckpointStore | None = None,
+    resume: TrainingState | None = None,
+    on_iteration: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``agents`` in place and return one metrics row per iteration.
+
+    Parameters
+    ----------
+    checkpoints
+        Where a checkpoint is written every ``checkpoint_interval`` iterations.
+    resume
+        A checkpoint to continue from; the result is bit-identical on CPU to an
+        uninterrupted run with the same seed.
+    on_iteration
+        Called with each iteration's metrics (tracking, progress reporting).
+    """
+    torch.manual_seed(seed)
+    env = GraphIsomorphismEnv(
+        pairs, protocol, rewards, config.num_envs, seed=seed, device=device
+    )
+    for agent in agents.values():
+        agent.to(device).eval()  # see docs: batch norm uses running statistics
+    policy = MultiAgentPolicy(agents, protocol)
+    trainable = {n: a for n, a in agents.items() if any(True for _ in a.parameters())}
+    optimizers = {
+        name: torch.optim.Adam(agent.parameters(), lr=config.learning_rate)
+        for name, agent in trainable.items()
+    }
+    shuffle = torch.Generator().manual_seed(seed + 1)
+    history: list[dict[str, float]] = []
+    start_iteration = 0
+    if resume is not None:
+        start_iteration, history = resume.restore(agents, optimizers, env, shuffle)
+    bar = tqdm(
+        range(start_iteration, config.iterations),
+        initial=start_iteration,
+        total=config.iterations,
+        desc="ppo",
+        disable=not progress,
+    )
+    for iteration in bar:
+        started = time.perf_counter()
+        with torch.no_grad():
+            experience = collect(env, policy, config.steps_per_iteration)
+            advantages, returns = _advantages(experience, agents, protocol, config)
+        metrics = _episode_metrics(experience, protocol)
+        for index, (name, agent) in enumerate(agents.items()):
+            if name not in optimizers:
+                continue
+            losses = _update_agent(
+                agent,
+                optimizers[name],
+                experience,
+                advantages,
+                returns,
+                index,
+                config,
+                shuffle,
+            )
+            for key, value in losses.items():
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"{key} of agent {name!r} is {value} at iteration "
+                        f"{iteration + 1}; the last good checkpoint is kept"
+                        + (f" in {checkpoints.directory}" if checkpoints else "")
+                    )
+                metrics[f"{key}_{name}"] = value
+        frames = config.num_envs * config.steps_per_iteration
+        metrics = {"iteration": iteration + 1, **metrics}
+        metrics["frames_per_second"] = frames / (time.perf_counter() - started)
+        history.append(metrics)
+        bar.set_postfix(
+            fps=f"{metrics['frames_per_second']:.0f}",
+            acc=f"{metrics['verifier_accuracy']:.2f}",
+            **{n: f"{metrics[f'reward_{n}']:.2f}" for n in protocol.agents},
+        )
+        if on_iteration is not None:
+            on_iteration(metrics)
+        if (
+            checkpoints is not None
+            and (iteration + 1) % config.checkpoint_interval == 0
+        ):
+            checkpoints.save(
+                TrainingState.capture(
+                    iteration + 1, agents, optimizers, env, shuffle, history
+                )
+            )
+    return history
+
+
+def _advantages(
+    experience: Experience,
+    agents: Mapping[str, nn.Module],
+    protocol: Protocol,
+    config: PPOConfig,
+) -> tuple[Tensor, Tensor]:
+    final = experience.final_observation
+    final_value = torch.stack(
+        [
+            agent(
+                final["adjacency"],
+                final["node_mask"],
+                final["message_history"],
+                final["round"],
+            ).value
+            for agent in agents.values()
+        ],
+        dim=-1,
+    )
+    data = experience.data
+    return masked_gae(
+        experience.reward,
+        data["value"],
+        experience.done,
+        data["active"],
+        final_value,
+        config.gamma,
+        config.gae_lambda,
+    )
+
+
+def _update_agent(
+    agent: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    experience: Experience,
+    advantages: Tensor,
+    returns: Tensor,
+    index: int,
+    config: PPOConfig,
+    shuffle: torch.Generator,
+) -> dict[str, float]:
+    """PPO epochs for one agent over the steps where it acted."""
+    acted = experience.data["active"][..., index]
+    samples: TensorDict = experience.data[acted]
+    advantage = advantages[..., index][acted]
+    target = returns[..., index][acted]
+    old_log_prob = samples["log_prob"][:, index]
+    count = samples.batch_size[0]
+    totals = {
+        "policy_loss": 0.0,
+        "value_loss": 0.0,
+        "entropy": 0.0,
+        "decision_entropy": 0.0,
+    }
+    updates = 0
+    for _ in range(config.epochs):
+        order = torch.randperm(count, generator=shuffle).to(advantage.device)
+        for start in range(0, count, config.minibatch_size):
+            batch = order[start : start + config.minibatch_size]
+            mb = samples[batch]
+            output = agent(
+                mb["adjacency"], mb["node_mask"], mb["message_history"], mb["round"]
+            )
+            log_prob, entropy, decision_entropy = action_log_prob(
+                output, mb["node"][:, index], mb["decision"], mb["decision_allowed"]
+            )
+            mb_advantage = advantage[batch]
+            if config.normalize_advantage and len(batch) > 1:
+                mb_advantage = (mb_advantage - mb_advantage.mean()) / (
+                    mb_advantage.std() + 1e-8
+                )
+            ratio = (log_prob - old_log_prob[batch]).exp()
+            clipped = ratio.clamp(1 - config.clip_epsilon, 1 + config.clip_epsilon)
+            policy_loss = -torch.minimum(
+                ratio * mb_advantage, clipped * mb_advantage
+            ).mean()
+            value_loss = (output.value - target[batch]).pow(2).mean()
+            loss = (
+                policy_loss
+                + config.value_coefficient * value_loss
+                - config.entropy_coefficient * entropy.mean()
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+            optimizer.step()
+            totals["policy_loss"] += float(policy_loss.detach())
+            totals["value_loss"] += float(value_loss.detach())
+            totals["entropy"] += float(entropy.mean().detach())
+            totals["decision_entropy"] += float(decision_entropy.mean().detach())
+            updates += 1
+    return {key: value / max(updates, 1) for key, value in totals.items()}
+
+
+def _episode_metrics(experience: Experience, protocol: Protocol) -> dict[str, Any]:
+    outcomes = experience.outcomes
+    episodes = max(outcomes.count, 1)
+    metrics: dict[str, Any] = {
+        "episodes": outcomes.count,
+        "verifier_accuracy": outcomes.verifier_accuracy(),
+        "episode_length": (
+            float(outcomes.rounds.float().mean()) if outcomes.count else math.nan
+        ),
+        "timeout_rate": float((outcomes.decision < 0).float().sum()) / episodes,
+    }
+    for index, name in enumerate(protocol.agents):
+        metrics[f"reward_{name}"] = float(outcomes.returns[:, index].sum()) / episodes
+    return metrics

@@ -1,0 +1,95 @@
+"""Collecting a batch of experience from the environment with a multi-agent policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float
+from tensordict import TensorDict
+from torch import Tensor
+
+from pvg_pipeline.pvg.protocols import Decision
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
+    GraphIsomorphismEnv,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
+
+_STORED = (*OBSERVATION_KEYS, "node", "decision", "log_prob", "value")
+
+
+@dataclass
+class EpisodeOutcomes:
+    """Outcomes of the episodes that ended during a collection."""
+
+    decision: Tensor  # (episodes,) Decision value, -1 for a timeout
+    label: Tensor  # (episodes,) bool
+    rounds: Tensor  # (episodes,) rounds played
+    returns: Tensor  # (episodes, agent) summed rewards
+
+    @property
+    def count(self) -> int:
+        """Number of finished episodes."""
+        return int(self.label.shape[0])
+
+    def verifier_accuracy(self) -> float:
+        """Fraction of episodes decided correctly (timeouts count as wrong)."""
+        correct = (self.decision == Decision.ACCEPT) == self.label
+        correct &= self.decision >= 0
+        return float(correct.float().mean()) if self.count else float("nan")
+
+
+@dataclass
+class Experience:
+    """``steps x batch`` transitions plus bootstrap information."""
+
+    data: TensorDict  # batch size (time, batch): observations, actions, log_prob, value
+    reward: Float[Tensor, "time batch agent"]
+    done: Bool[Tensor, "time batch"]
+    final_observation: TensorDict
+    outcomes: EpisodeOutcomes
+
+
+def collect(
+    env: GraphIsomorphismEnv, policy: MultiAgentPolicy, steps: int
+) -> Experience:
+    """Play ``steps`` rounds in every environment, starting from fresh episodes.
+
+    Finished episodes are reset in place; episode returns are tracked so the
+    outcomes of every episode that ended are reported.
+    """
+    observation = env.reset()
+    batch, num_agents = observation["active"].shape
+    episode_return = torch.zeros(batch, num_agents, device=env.device)
+    stored, rewards, dones = [], [], []
+    outcomes: dict[str, list[Tensor]] = {
+        "decision": [],
+        "label": [],
+        "rounds": [],
+        "returns": [],
+    }
+    for _ in range(steps):
+        observation = policy(observation)
+        stored.append(observation.select(*_STORED))
+        transition = env.step(observation)["next"]
+        reward, done = transition["reward"], transition["done"].squeeze(-1)
+        rewards.append(reward)
+        dones.append(done)
+        episode_return += reward
+        state = env.state
+        outcomes["decision"].append(state["decision"][done])
+        outcomes["label"].append(state["label"][done])
+        outcomes["rounds"].append(state["round"][done])
+        outcomes["returns"].append(episode_return[done])
+        episode_return = torch.where(done[:, None], 0.0, episode_return)
+        reset = transition.exclude("reward", "done", "terminated")
+        reset["_reset"] = done[:, None]
+        observation = env.reset(reset)
+    return Experience(
+        data=torch.stack(stored),
+        reward=torch.stack(rewards),
+        done=torch.stack(dones),
+        final_observation=observation,
+        outcomes=EpisodeOutcomes(**{k: torch.cat(v) for k, v in outcomes.items()}),
+    )

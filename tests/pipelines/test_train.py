@@ -1,0 +1,77 @@
+"""The train pipeline through a real Kedro session and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+
+import pandas as pd
+import pytest
+import torch
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import import_agents
+
+
+def _versions(root, name):
+    return sorted((root / "data" / name).iterdir())
+
+
+@pytest.mark.slow
+def test_train_reuses_the_latest_dataset_and_saves_versioned_outputs(project_copy):
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, env="test") as session:
+        session.run(pipeline_names=["data_generation"])
+    for trainer in ("ppo", "solo_agent"):
+        with KedroSession.create(
+            project_path=project_copy,
+            env="test",
+            runtime_params={"trainer": {"name": trainer}},
+        ) as session:
+            session.run(pipeline_names=["train"])
+    # Training never regenerated the data.
+    assert len(_versions(project_copy, "03_primary/graph_pairs_train.pt")) == 1
+    agents_versions = _versions(project_copy, "06_models/agents.pt")
+    assert len(agents_versions) == 2
+    exported = torch.load(agents_versions[0] / "agents.pt", weights_only=True)
+    assert exported["trainer"] == "ppo" and exported["max_nodes"] == 8
+    agents = import_agents(exported)
+    assert set(agents) == {"prover", "verifier"}
+    history = pd.read_csv(
+        _versions(project_copy, "08_reporting/training_history.csv")[0]
+        / "training_history.csv"
+    )
+    assert history["iteration"].tolist() == [1, 2]
+    assert {"verifier_accuracy", "reward_prover", "value_loss_verifier"} <= set(history)
+    record = json.loads(
+        (
+            _versions(project_copy, "06_models/training_run.json")[1]
+            / "training_run.json"
+        ).read_text()
+    )
+    assert record["parameters"]["trainer"]["name"] == "solo_agent"
+    assert record["packages"]["torch"] == metadata.version("torch")
+    assert record["datasets"]["graph_pairs_train"]["seed"] == 1
+
+
+@pytest.mark.slow
+def test_train_without_data_tells_the_user_what_to_run(project_copy):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipeline", "train", "--env", "test"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project_copy,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert (
+        "dataset 'graph_pairs_train' has no saved version to load; run "
+        "`kedro run --pipelines data_generation --env test` first" in result.stderr
+    )
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,230 @@
+"""PPO and solo-agent trainers: learning, masking, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pvg_pipeline.pvg.graphs.generation import GenerationSpec, generate_graph_pairs
+from pvg_pipeline.pvg.protocols import Rewards, build_protocol
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentArchitecture
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import (
+    AgentSpec,
+    build_agents,
+    import_agents,
+)
+from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore
+from pvg_pipeline.pvg.trainers.ppo import PPOConfig, TrainingDiverged, train_ppo
+from pvg_pipeline.pvg.trainers.run import run_training
+from pvg_pipeline.pvg.trainers.solo_agent import SoloAgentConfig, accuracy
+
+CPU = torch.device("cpu")
+SMALL = AgentSpec(architecture=AgentArchitecture(num_gnn_layers=2, d_gnn=16))
+TINY = AgentSpec(
+    architecture=AgentArchitecture(
+        num_gnn_layers=1, d_gnn=8, d_gin_mlp=16, d_transformer=8, d_transformer_mlp=16
+    )
+)
+
+
+def _easy_pairs(prime_table, num_pairs: int, seed: int):
+    """Small graphs, non-isomorphic pairs only of WL score 1 (degrees differ)."""
+    spec = GenerationSpec(
+        num_pairs=num_pairs,
+        seed=seed,
+        graph_sizes=[7, 8],
+        edge_probabilities=[0.5],
+        max_nodes=8,
+        wl_max_iterations=5,
+        non_isomorphic_fraction=0.5,
+        wl_score_proportions={1: 1.0},
+        isomorphic_copied_fraction=0.5,
+        pool_size=5_000,
+        max_pool_draws=20,
+    )
+    return generate_graph_pairs(spec, prime_table, progress=False)
+
+
+@pytest.fixture(scope="module")
+def easy(prime_table):
+    return _easy_pairs(prime_table, 400, 1), _easy_pairs(prime_table, 200, 2)
+
+
+def _weights(agents):
+    return {
+        f"{n}.{k}": v.clone()
+        for n, a in agents.items()
+        for k, v in a.state_dict().items()
+    }
+
+
+def test_ppo_verifier_learns_an_easy_task(easy):
+    train, _ = easy
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    torch.manual_seed(0)
+    agents = build_agents(protocol, SMALL, SMALL, 8)
+    config = PPOConfig(
+        iterations=12,
+        num_envs=64,
+        steps_per_iteration=8,
+        epochs=4,
+        minibatch_size=64,
+        learning_rate=1e-3,
+    )
+    history = train_ppo(
+        agents, protocol, Rewards(), train, config, 0, CPU, progress=False
+    )
+    first = history[0]["verifier_accuracy"]
+    last = sum(row["verifier_accuracy"] for row in history[-3:]) / 3
+    assert first < 0.7
+    assert last > 0.85, [round(r["verifier_accuracy"], 2) for r in history]
+
+
+def test_solo_verifier_learns_and_is_scored_on_the_test_split(easy, tmp_path):
+    train, test = easy
+    protocol = build_protocol("pvg")
+    exported, history, info = run_training(
+        "solo_agent",
+        SoloAgentConfig(epochs=8, batch_size=64, learning_rate=3e-3),
+        protocol,
+        Rewards(),
+        SMALL,
+        SMALL,
+        False,
+        train,
+        test,
+        0,
+        CPU,
+        tmp_path,
+    )
+    assert info["trainer"] == "solo_agent"
+    assert history[-1]["test_accuracy_verifier"] > 0.8
+    # The reported figure is accuracy on the *test* split.
+    verifier = import_agents(exported)["verifier"]
+    assert accuracy(verifier, test, 64) == history[-1]["test_accuracy_verifier"]
+    assert not list(tmp_path.iterdir())  # no PPO checkpoints for solo agents
+
+
+def _run(pairs, root, iterations, resume=False, seed=0):
+    protocol = build_protocol("debate", max_message_rounds=4)
+    config = PPOConfig(
+        iterations=iterations,
+        num_envs=8,
+        steps_per_iteration=4,
+        epochs=2,
+        minibatch_size=8,
+        checkpoint_interval=2,
+    )
+    return run_training(
+        "ppo",
+        config,
+        protocol,
+        Rewards(),
+        TINY,
+        TINY,
+        False,
+        pairs,
+        pairs,
+        seed,
+        CPU,
+        root,
+        resume,
+    )
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(easy, tmp_path):
+    train, _ = easy
+    straight, straight_history, _ = _run(train, tmp_path / "a", 4)
+    _run(train, tmp_path / "b", 2)  # "killed" after its checkpoint at iteration 2
+    resumed, resumed_history, info = _run(train, tmp_path / "b", 4, resume=True)
+    assert info["resumed_from_iteration"] == 2
+    for name, entry in straight["agents"].items():
+        for key, value in entry["state_dict"].items():
+            assert torch.equal(value, resumed["agents"][name]["state_dict"][key]), key
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "frames_per_second"} for r in rows]
+
+    assert strip(straight_history) == strip(resumed_history)
+    # The resumed run wrote new checkpoints next to the old ones, replacing none.
+    run_dir = next((tmp_path / "b").iterdir())
+    assert CheckpointStore(run_dir, {}).iterations() == [2, 4]
+
+
+def test_resume_refuses_other_settings_and_missing_checkpoints(easy, tmp_path):
+    train, _ = easy
+    with pytest.raises(FileNotFoundError, match="no checkpoint exists"):
+        _run(train, tmp_path, 2, resume=True)
+    _run(train, tmp_path, 2)
+    with pytest.raises(ValueError, match="different seed"):
+        _run(train, tmp_path, 4, resume=True, seed=1)
+
+
+def test_checkpoints_are_never_overwritten(easy, tmp_path):
+    train, _ = easy
+    _run(train, tmp_path, 2)
+    run_dir = next(tmp_path.iterdir())
+    store = CheckpointStore(run_dir, {})
+    state = store.load(2)
+    with pytest.raises(FileExistsError):
+        store.save(state)
+
+
+def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_checkpoint(
+    easy, tmp_path, monkeypatch
+):
+    train, _ = easy
+    from pvg_pipeline.pvg.scenarios.graph_isomorphism import agents as agents_module
+
+    original = agents_module.GraphIsomorphismAgent.forward
+
+    def poisoned(self, *args):
+        output = original(self, *args)
+        if torch.is_grad_enabled():
+            output.value = output.value * float("nan")
+        return output
+
+    _run(train, tmp_path, 2)  # a good checkpoint at iteration 2
+    monkeypatch.setattr(agents_module.GraphIsomorphismAgent, "forward", poisoned)
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"loss of agent '\w+' is nan at iteration 3; the last good",
+    ):
+        _run(train, tmp_path, 6, resume=True)
+    run_dir = next(tmp_path.iterdir())
+    assert CheckpointStore(run_dir, {}).iterations() == [2]
+
+
+def test_losses_use_only_the_steps_where_the_agent_acted(easy):
+    train, _ = easy
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    torch.manual_seed(0)
+    agents = build_agents(protocol, TINY, TINY, 8)
+    rows = {name: 0 for name in agents}
+    for name, agent in agents.items():
+        agent.register_forward_hook(
+            lambda m, args, out, name=name: rows.__setitem__(
+                name, rows[name] + (len(args[0]) if torch.is_grad_enabled() else 0)
+            )
+        )
+    config = PPOConfig(
+        iterations=1, num_envs=16, steps_per_iteration=4, epochs=3, minibatch_size=1000
+    )
+    from pvg_pipeline.pvg.trainers import ppo as ppo_module
+
+    seen = {}
+    original = ppo_module._update_agent
+
+    def spy(agent, optimizer, experience, advantages, returns, index, config, shuffle):
+        seen[index] = int(experience.data["active"][..., index].sum())
+        return original(
+            agent, optimizer, experience, advantages, returns, index, config, shuffle
+        )
+
+    ppo_module._update_agent = spy
+    try:
+        train_ppo(agents, protocol, Rewards(), train, config, 0, CPU, progress=False)
+    finally:
+        ppo_module._update_agent = original
+    assert rows == {"prover": 3 * seen[0], "verifier": 3 * seen[1]}
+    assert 0 < seen[0] < 64 and 0 < seen[1] < 64
