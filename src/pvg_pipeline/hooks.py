@@ -25,6 +25,7 @@ PRODUCERS = {
     "agents": "train",
     "training_history": "train",
     "training_run": "train",
+    "evaluation_metrics_versions": "evaluate",
 }
 
 
@@ -127,3 +128,27 @@ class TrackingHook:
             tracking.unsubscribe(self._log)
             self._run.finish(exit_code=exit_code)
             self._run = None
+
+
+class LineageHook:
+    """Record which versions of the agents and test data an evaluation used."""
+
+    def __init__(self) -> None:
+        self._catalog: CatalogProtocol | None = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog: CatalogProtocol) -> None:
+        """Keep the catalog to resolve load versions later."""
+        self._catalog = catalog
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        """Add ``versions`` (agents, graph_pairs_test) to ``evaluation_metrics``."""
+        if dataset_name != "evaluation_metrics" or self._catalog is None:
+            return
+        versions = {}
+        for name in ("agents", "graph_pairs_test"):
+            dataset = self._catalog.get(name)
+            resolve = getattr(dataset, "resolve_load_version", None)
+            versions[name] = resolve() if resolve else None
+        data["versions"] = versions

@@ -307,6 +307,15 @@ class TrackingParams(ParameterBlock):
     entity: str | None = None
 
 
+class EvaluationParams(ParameterBlock):
+    """The ``evaluation`` block."""
+
+    deterministic: bool = True
+    batch_size: Annotated[int, Field(ge=1)] = 1024
+    num_transcripts: Annotated[int, Field(ge=0)] = 20
+    seed: Seed = 0
+
+
 class ProjectParameters(ParameterBlock):
     """All parameters of a run."""
 
@@ -319,6 +328,7 @@ class ProjectParameters(ParameterBlock):
     agents: AgentsParams = AgentsParams()
     trainer: TrainerParams = TrainerParams()
     tracking: TrackingParams = TrackingParams()
+    evaluation: EvaluationParams = EvaluationParams()
 
     @field_validator("device")
     @classmethod

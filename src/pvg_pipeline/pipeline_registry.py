@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from pvg_pipeline.pipelines import data_generation, train
+from pvg_pipeline.pipelines import compare, data_generation, evaluate, train
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -18,6 +18,10 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines = {
         "data_generation": data_generation.create_pipeline(),
         "train": train.create_pipeline(),
+        "evaluate": evaluate.create_pipeline(),
+        "compare": compare.create_pipeline(),
     }
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    pipelines["__default__"] = (
+        pipelines["data_generation"] + pipelines["train"] + pipelines["evaluate"]
+    )
     return pipelines

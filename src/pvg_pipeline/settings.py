@@ -2,11 +2,21 @@
 
 from kedro.config import OmegaConfigLoader
 
-from pvg_pipeline.hooks import InputDatasetHook, ParameterValidationHook, TrackingHook
+from pvg_pipeline.hooks import (
+    InputDatasetHook,
+    LineageHook,
+    ParameterValidationHook,
+    TrackingHook,
+)
 
 # Order matters: parameters first, then inputs, then tracking (nothing to track if
 # the run is refused).
-HOOKS = (ParameterValidationHook(), InputDatasetHook(), TrackingHook())
+HOOKS = (
+    ParameterValidationHook(),
+    InputDatasetHook(),
+    TrackingHook(),
+    LineageHook(),
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -190,3 +190,21 @@ def test_only_active_agents_compute(small_pairs):
     for key in ("node", "decision", "log_prob", "value"):
         torch.testing.assert_close(out_lazy[key], out_eager[key])
     assert (out_lazy["log_prob"][~active] == 0).all()
+
+
+def test_entropy_and_log_prob_have_finite_gradients_with_masked_actions():
+    from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
+        categorical_entropy,
+        categorical_log_prob,
+        restrict_decisions,
+    )
+
+    logits = torch.randn(4, 3, requires_grad=True)
+    restricted = restrict_decisions(logits, torch.tensor([True, False, True, False]))
+    loss = (
+        categorical_entropy(restricted).sum()
+        + categorical_log_prob(restricted, torch.tensor([0, 2, 1, 2])).sum()
+    )
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    assert categorical_entropy(restricted)[1] == 0  # only "continue" possible

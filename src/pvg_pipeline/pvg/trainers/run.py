@@ -81,7 +81,13 @@ def run_training(
     exported = export_agents(
         {n: a.cpu() for n, a in agents.items()},
         specs,
-        {"trainer": trainer, "protocol": asdict(protocol), "max_nodes": max_nodes},
+        {
+            "trainer": trainer,
+            "protocol": asdict(protocol),
+            "max_nodes": max_nodes,
+            "seed": seed,
+            "training_history": history,
+        },
     )
     return exported, history, info
 

@@ -60,16 +60,40 @@ def action_log_prob(
     The action is the message node, plus the decision for the verifier (decisions
     that cannot count have probability 1, so they add nothing).
     """
-    nodes = torch.distributions.Categorical(logits=output.node_logits)
-    log_prob, entropy = nodes.log_prob(node), nodes.entropy()
+    log_prob = categorical_log_prob(output.node_logits, node)
+    entropy = categorical_entropy(output.node_logits)
     decision_entropy = torch.zeros_like(log_prob)
     if output.decision_logits is not None:
         logits = restrict_decisions(output.decision_logits, decision_allowed)
-        decisions = torch.distributions.Categorical(logits=logits)
-        log_prob = log_prob + decisions.log_prob(decision)
-        decision_entropy = decisions.entropy()
+        log_prob = log_prob + categorical_log_prob(logits, decision)
+        decision_entropy = categorical_entropy(logits)
         entropy = entropy + decision_entropy
     return log_prob, entropy, decision_entropy
+
+
+def sample_categorical(logits: Float[Tensor, "batch n"], greedy: bool) -> Tensor:
+    """Gumbel-max sampling (or argmax); ``-inf`` logits are never chosen.
+
+    Unlike ``torch.distributions.Categorical`` it works on empty batches and has
+    no data-dependent checks.
+    """
+    if greedy:
+        return logits.argmax(-1)
+    uniform = torch.rand_like(logits).clamp_min(torch.finfo(logits.dtype).tiny)
+    return (logits - (-uniform.log()).log()).argmax(-1)
+
+
+def categorical_log_prob(logits: Float[Tensor, "batch n"], action: Tensor) -> Tensor:
+    """Log-probability of ``action`` under ``softmax(logits)``."""
+    return logits.log_softmax(-1).gather(-1, action[:, None]).squeeze(-1)
+
+
+def categorical_entropy(logits: Float[Tensor, "batch n"]) -> Tensor:
+    """Entropy of ``softmax(logits)``; impossible actions contribute 0."""
+    log_p = logits.log_softmax(-1)
+    p = log_p.exp()
+    # Mask before multiplying: 0 * -inf would poison the gradient with NaN.
+    return -(p * torch.where(p > 0, log_p, 0.0)).sum(-1)
 
 
 class MultiAgentPolicy(nn.Module):
@@ -152,6 +176,5 @@ class MultiAgentPolicy(nn.Module):
         return tensordict
 
     def _sample(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        distribution = torch.distributions.Categorical(logits=logits)
-        action = logits.argmax(-1) if self.deterministic else distribution.sample()
-        return action, distribution.log_prob(action)
+        action = sample_categorical(logits, self.deterministic)
+        return action, categorical_log_prob(logits, action)

@@ -1,0 +1,69 @@
+"""Nodes of the ``evaluate`` pipeline: thin adapters over ``pvg.evaluation``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pvg_pipeline.params import EvaluationParams, parse_parameters
+from pvg_pipeline.pvg import evaluation
+from pvg_pipeline.pvg.protocols import VERIFIER, Protocol
+from pvg_pipeline.pvg.reports import evaluation_figure
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import import_agents
+
+
+def evaluate_agents(
+    agents: dict[str, Any], graph_pairs_test: dict[str, Any], evaluation_params: dict
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Play (or classify) the whole test split; metrics, breakdown, transcripts."""
+    params = parse_parameters(EvaluationParams, evaluation_params, "evaluation")
+    check_max_nodes(agents, graph_pairs_test)
+    networks = import_agents(agents)
+    protocol = Protocol(**agents["protocol"])
+    if agents["trainer"] == "solo_agent":
+        episodes = evaluation.classify_pairs(networks[VERIFIER], graph_pairs_test)
+    else:
+        episodes = evaluation.play_episodes(
+            networks,
+            protocol,
+            graph_pairs_test,
+            params.deterministic,
+            params.batch_size,
+            params.seed,
+        )
+    metrics = {
+        **evaluation.summary_metrics(episodes),
+        "protocol": protocol.name,
+        "trainer": agents["trainer"],
+        "seed": agents.get("seed"),
+        "deterministic": params.deterministic,
+        "dataset": graph_pairs_test.get("generation_parameters", {}),
+    }
+    return (
+        metrics,
+        evaluation.breakdown(episodes),
+        evaluation.transcripts(episodes, params.num_transcripts, params.seed),
+    )
+
+
+def plot_evaluation(
+    evaluation_breakdown: pd.DataFrame, agents: dict[str, Any]
+) -> Figure:
+    """Accuracy by WL score and the training curves of the evaluated agents."""
+    history = pd.DataFrame(agents.get("training_history", []))
+    if history.empty:
+        history = pd.DataFrame({"iteration": []})
+    return evaluation_figure(evaluation_breakdown, history)
+
+
+def check_max_nodes(agents: dict[str, Any], pairs: dict[str, Any]) -> None:
+    """Agents only work on datasets padded to the size they were trained on."""
+    actual = int(pairs["adjacency"].shape[-1])
+    if agents["max_nodes"] != actual:
+        raise ValueError(
+            f"the agents were trained on graphs padded to {agents['max_nodes']} nodes "
+            f"but graph_pairs_test has {actual}; evaluate them on a dataset generated "
+            "with the same data_generation parameters"
+        )
