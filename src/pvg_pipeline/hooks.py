@@ -152,3 +152,34 @@ class LineageHook:
             resolve = getattr(dataset, "resolve_load_version", None)
             versions[name] = resolve() if resolve else None
         data["versions"] = versions
+
+
+class ReportHook:
+    """After a run that evaluated agents, print the headline metrics and paths."""
+
+    REPORT = (
+        "evaluation_metrics",
+        "evaluation_breakdown",
+        "evaluation_transcripts",
+        "evaluation_plots",
+    )
+
+    @hook_impl
+    def after_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> None:
+        """Echo accuracy, completeness, soundness and where the report files are."""
+        if "evaluation_metrics" not in pipeline.all_outputs():
+            return
+        metrics = catalog.load("evaluation_metrics")
+        click.echo(
+            f"\n{metrics['protocol']} ({metrics['trainer']}) on {metrics['pairs']} test "
+            f"pairs: accuracy {metrics['accuracy']:.3f}, completeness "
+            f"{metrics['completeness']:.3f}, soundness {metrics['soundness']:.3f}, "
+            f"timeouts {metrics['timeout_rate']:.3f}, mean rounds "
+            f"{metrics['mean_rounds']:.2f}"
+        )
+        for name in self.REPORT:
+            dataset = catalog.get(name)
+            path = getattr(dataset, "_get_load_path", None)
+            click.echo(f"  {name}: {path() if path else dataset}")

@@ -6,6 +6,7 @@ from pvg_pipeline.hooks import (
     InputDatasetHook,
     LineageHook,
     ParameterValidationHook,
+    ReportHook,
     TrackingHook,
 )
 
@@ -16,6 +17,7 @@ HOOKS = (
     InputDatasetHook(),
     TrackingHook(),
     LineageHook(),
+    ReportHook(),
 )
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
