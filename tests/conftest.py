@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,3 +19,23 @@ from pvg_pipeline.pvg.graphs.primes import first_primes  # noqa: E402
 def prime_table() -> torch.Tensor:
     """The paper-scale prime table (2**24 - 1 primes; ~0.5 s)."""
     return first_primes(2**24 - 1)
+
+
+PROJECT = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def project_copy(tmp_path, monkeypatch) -> Path:
+    """``conf/`` and ``pyproject.toml`` in a fresh folder, used as the working dir."""
+    shutil.copytree(
+        PROJECT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local")
+    )
+    (tmp_path / "conf" / "local").mkdir()
+    shutil.copy(PROJECT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(
+        PROJECT / "src",
+        tmp_path / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

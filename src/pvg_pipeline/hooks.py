@@ -30,14 +30,29 @@ PRODUCERS = {
 
 
 class ParameterValidationHook:
-    """Fail fast on bad parameters: unknown keys, wrong types, out-of-range values."""
+    """Fail fast on bad parameters: unknown keys, wrong types, out-of-range values.
+
+    Runs as soon as the context exists, before the pipelines (and torch) are
+    imported, so a typo costs a couple of seconds, not a run.
+    """
 
     @hook_impl
-    def before_pipeline_run(
-        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
-    ) -> None:
-        """Validate the resolved parameter tree of the run."""
-        parse_parameters(ProjectParameters, catalog.load("parameters"))
+    def after_context_created(self, context: Any) -> None:
+        """Validate the resolved parameter tree (config + ``--params``)."""
+        # Not ``context.params``: in kedro 1.7 it imports every pipeline first.
+        parameters = dict(context.config_loader["parameters"])
+        _merge(parameters, getattr(context, "_extra_params", None) or {})
+        parse_parameters(ProjectParameters, parameters)
+
+
+def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
+    """Nested update, as kedro applies runtime ``--params`` to the config."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            target[key] = dict(target[key])
+            _merge(target[key], value)
+        else:
+            target[key] = value
 
 
 class MissingInputError(click.ClickException):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import click
 from pydantic import (
@@ -23,16 +23,16 @@ from pydantic import (
     model_validator,
 )
 
-from pvg_pipeline.pvg.graphs.generation import GenerationSpec
-from pvg_pipeline.pvg.protocols import (
+from pvg_pipeline.pvg.protocol_names import (
     MULTI_ROUND,
-    PROTOCOLS,
-    Protocol,
-    Rewards,
-    build_protocol,
+    PROTOCOL_NAMES,
+    verifier_can_decide,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentArchitecture
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import AgentSpec
+
+if TYPE_CHECKING:  # the domain imports torch: only load it when building objects
+    from pvg_pipeline.pvg.graphs.generation import GenerationSpec
+    from pvg_pipeline.pvg.protocols import Protocol, Rewards
+    from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import AgentSpec
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -150,6 +150,8 @@ class DataGenerationParams(ParameterBlock):
 
     def generation_spec(self, split: SplitParams) -> GenerationSpec:
         """The domain-level description of one split to generate."""
+        from pvg_pipeline.pvg.graphs.generation import GenerationSpec
+
         return GenerationSpec(
             num_pairs=split.num_pairs,
             seed=split.seed,
@@ -176,23 +178,28 @@ class ProtocolParams(ParameterBlock):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in PROTOCOLS:
+        if value not in PROTOCOL_NAMES:
             raise ValueError(
-                f"unknown protocol; valid protocols are {', '.join(PROTOCOLS)}"
+                f"unknown protocol; valid protocols are {', '.join(PROTOCOL_NAMES)}"
             )
         return value
 
     @model_validator(mode="after")
     def _rounds(self) -> ProtocolParams:
-        if self.name in MULTI_ROUND:
-            try:
-                self.build()
-            except ValueError as error:
-                raise ValueError(str(error)) from None
+        if self.name in MULTI_ROUND and not verifier_can_decide(
+            self.max_message_rounds, self.min_message_rounds, self.verifier_first
+        ):
+            raise ValueError(
+                f"protocol {self.name}: the verifier never gets a turn at or after "
+                f"round {self.min_message_rounds} within {self.max_message_rounds} "
+                "rounds, so it could never decide"
+            )
         return self
 
     def build(self) -> Protocol:
         """The protocol object these parameters describe."""
+        from pvg_pipeline.pvg.protocols import build_protocol
+
         return build_protocol(
             self.name,
             max_message_rounds=self.max_message_rounds,
@@ -212,6 +219,8 @@ class RewardParams(ParameterBlock):
 
     def build(self) -> Rewards:
         """As the domain's :class:`Rewards`."""
+        from pvg_pipeline.pvg.protocols import Rewards
+
         return Rewards(**self.model_dump())
 
 
@@ -241,6 +250,11 @@ class AgentParams(ParameterBlock):
 
     def spec(self) -> AgentSpec:
         """As the domain's :class:`AgentSpec`."""
+        from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
+            AgentArchitecture,
+        )
+        from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import AgentSpec
+
         architecture = AgentArchitecture(**self.model_dump(exclude={"type"}))
         return AgentSpec(kind=self.type, architecture=architecture)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from kedro.io.core import DatasetError, Version
@@ -58,7 +60,7 @@ class TestTorchDataset:
     def test_preview_describes_tensors(self, tmp_path, payload):
         dataset = TorchDataset(filepath=str(tmp_path / "pairs.pt"))
         dataset.save(payload)
-        summary = dataset.preview()["summary"]
+        summary = json.loads(dataset.preview())
         assert summary["adjacency"] == {"shape": [4, 2, 3, 3], "dtype": "bool"}
         assert summary["sizes"] == {"shape": [4], "dtype": "int64"}
 

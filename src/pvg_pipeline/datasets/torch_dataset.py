@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from copy import deepcopy
 from pathlib import PurePosixPath
 from typing import Any
@@ -15,6 +16,7 @@ from kedro.io.core import (
     get_filepath_str,
     get_protocol_and_path,
 )
+from kedro_datasets._typing import JSONPreview
 
 
 class TorchDataset(AbstractVersionedDataset[Any, Any]):
@@ -135,15 +137,21 @@ class TorchDataset(AbstractVersionedDataset[Any, Any]):
     def _invalidate_cache(self) -> None:
         self._fs.invalidate_cache(get_filepath_str(self._filepath, self._protocol))
 
-    def preview(self) -> dict[str, Any]:
+    def preview(self) -> JSONPreview:
         """Summarise the stored object for kedro-viz: keys, shapes, dtypes, counts."""
-        return {"summary": describe_tensors(self.load())}
+        return JSONPreview(json.dumps(describe_tensors(self.load()), default=str))
 
 
 def describe_tensors(value: Any, depth: int = 0) -> Any:
-    """Replace every tensor in a nested container by its shape and dtype."""
+    """Replace every tensor in a nested container by its shape, dtype and count."""
     if isinstance(value, torch.Tensor):
-        return {"shape": list(value.shape), "dtype": str(value.dtype).split(".")[-1]}
+        described = {
+            "shape": list(value.shape),
+            "dtype": str(value.dtype).split(".")[-1],
+        }
+        if value.dtype == torch.bool and value.dim() == 1:
+            described["true"] = int(value.sum())
+        return described
     if isinstance(value, dict) and depth < 4:
         return {str(k): describe_tensors(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)) and depth < 4:

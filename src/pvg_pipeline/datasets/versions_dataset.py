@@ -8,6 +8,7 @@ from typing import Any
 
 import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from kedro_datasets._typing import JSONPreview
 
 
 class VersionsDataset(AbstractDataset[None, dict[str, Any]]):
@@ -43,6 +44,10 @@ class VersionsDataset(AbstractDataset[None, dict[str, Any]]):
     def save(self, data: None) -> None:
         """Read-only."""
         raise DatasetError("VersionsDataset is read-only")
+
+    def preview(self) -> JSONPreview:
+        """The saved versions, newest last."""
+        return JSONPreview(json.dumps({"versions": list(self._versions())}))
 
     def _exists(self) -> bool:
         return bool(self._versions())

@@ -170,3 +170,31 @@ def test_label_is_never_observed():
 
     assert "label" not in OBSERVATION_KEYS
     assert "decision" not in OBSERVATION_KEYS
+
+
+def test_torch_free_protocol_names_match_the_registry():
+    from pvg_pipeline.pvg.protocol_names import MULTI_ROUND, PROTOCOL_NAMES
+    from pvg_pipeline.pvg.protocols import PROTOCOLS
+
+    assert tuple(PROTOCOLS) == PROTOCOL_NAMES
+    assert MULTI_ROUND <= set(PROTOCOL_NAMES)
+
+
+def test_parameter_check_of_verifier_turns_agrees_with_the_protocols():
+    from pvg_pipeline.pvg.protocol_names import verifier_can_decide
+
+    for name in ("pvg", "debate", "mnip"):
+        for rounds in range(1, 7):
+            for minimum in range(0, 7):
+                for first in (True, False):
+                    try:
+                        build_protocol(
+                            name,
+                            max_message_rounds=rounds,
+                            min_message_rounds=minimum,
+                            verifier_first=first,
+                        )
+                        valid = True
+                    except ValueError:
+                        valid = False
+                    assert valid == verifier_can_decide(rounds, minimum, first)

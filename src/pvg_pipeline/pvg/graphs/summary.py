@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
+from torch import Tensor
 
 
 def count_pairs(splits: Mapping[str, Mapping[str, Tensor]]) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pvg_pipeline.pvg.protocol_names import MULTI_ROUND, PROTOCOL_NAMES
 from pvg_pipeline.pvg.protocols.base import (
     VERIFIER,
     Decision,
@@ -34,9 +35,6 @@ PROTOCOLS: dict[str, Callable[..., Protocol]] = {
     "solo_verifier": solo_verifier_protocol,
 }
 
-#: Protocols whose length is set by the round parameters.
-MULTI_ROUND = frozenset({"pvg", "nip", "debate", "mnip"})
-
 
 def build_protocol(name: str, **rounds: Any) -> Protocol:
     """Build a protocol by name; round parameters apply to multi-round protocols."""
@@ -48,6 +46,7 @@ def build_protocol(name: str, **rounds: Any) -> Protocol:
 __all__ = [
     "MULTI_ROUND",
     "PROTOCOLS",
+    "PROTOCOL_NAMES",
     "VERIFIER",
     "Decision",
     "Protocol",

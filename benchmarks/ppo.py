@@ -1,0 +1,119 @@
+"""Benchmark: one PPO iteration split into collection / advantages / update.
+
+Usage::
+
+    .venv/bin/python benchmarks/ppo.py [--env gi_ppo] [--device cpu] [--iterations 3]
+        [--baseline benchmarks/results/baseline_ppo.json]
+
+Uses the environment's protocol, agents and PPO settings (``gi_ppo``: 256 envs x 8
+steps = 2 048 frames, 10 epochs, minibatch 256). Prints milliseconds per phase
+(median over iterations after one warm-up), training frames/s including updates,
+projected hours for the configured number of iterations, and peak memory.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+from _common import parser, peak_memory, report
+
+from pvg_pipeline.config import load_parameters
+from pvg_pipeline.params import ProjectParameters, parse_parameters
+from pvg_pipeline.pvg.device import resolve_device
+from pvg_pipeline.pvg.graphs.generation import generate_graph_pairs
+from pvg_pipeline.pvg.graphs.primes import first_primes
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
+    GraphIsomorphismEnv,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
+from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers.rollouts import collect
+
+
+def main() -> None:
+    """Run the benchmark."""
+    options = parser(__doc__.splitlines()[0])
+    options.add_argument("--iterations", type=int, default=3)
+    args = options.parse_args()
+    params = parse_parameters(ProjectParameters, load_parameters(args.env))
+    device = resolve_device(args.device)
+    data = params.data_generation
+    spec = replace(data.generation_spec(data.train), num_pairs=2_000)
+    pairs = generate_graph_pairs(spec, first_primes(data.hash_size), progress=False)
+    protocol = params.protocol.build()
+    torch.manual_seed(0)
+    agents = build_agents(
+        protocol,
+        params.agents.prover.spec(),
+        params.agents.verifier.spec(),
+        data.padded_nodes,
+    )
+    for agent in agents.values():
+        agent.to(device).eval()
+    config = ppo.PPOConfig(**params.trainer.ppo.model_dump())
+    env = GraphIsomorphismEnv(
+        pairs, protocol, params.rewards.build(), config.num_envs, 0, device
+    )
+    policy = MultiAgentPolicy(agents, protocol)
+    optimizers = {
+        n: torch.optim.Adam(a.parameters(), lr=config.learning_rate)
+        for n, a in agents.items()
+    }
+    shuffle = torch.Generator().manual_seed(1)
+    phases: dict[str, list[float]] = {"collect": [], "advantages": [], "update": []}
+    for iteration in range(args.iterations + 1):
+        times = {}
+        start = _now(device)
+        with torch.no_grad():
+            experience = collect(env, policy, config.steps_per_iteration)
+            times["collect"] = _now(device) - start
+            start = _now(device)
+            advantages, returns = ppo._advantages(experience, agents, protocol, config)
+            times["advantages"] = _now(device) - start
+        start = _now(device)
+        for index, name in enumerate(agents):
+            ppo._update_agent(
+                agents[name],
+                optimizers[name],
+                experience,
+                advantages,
+                returns,
+                index,
+                config,
+                shuffle,
+            )
+        times["update"] = _now(device) - start
+        if iteration > 0:  # the first iteration warms up allocators and caches
+            for key, value in times.items():
+                phases[key].append(value)
+    frames = config.num_envs * config.steps_per_iteration
+    per_iteration = sum(statistics.median(v) for v in phases.values())
+    figures: dict[str, float | int | str] = {
+        "env": args.env,
+        "frames_per_iteration": frames,
+        "epochs": config.epochs,
+        "minibatch_size": config.minibatch_size,
+    }
+    for key, values in phases.items():
+        figures[f"{key}_ms"] = 1000 * statistics.median(values)
+    figures["iteration_seconds"] = per_iteration
+    figures["training_frames_per_second"] = frames / per_iteration
+    figures["projected_hours_for_configured_run"] = (
+        per_iteration * config.iterations / 3600
+    )
+    figures.update(peak_memory(device))
+    report("ppo", figures, args)
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+if __name__ == "__main__":
+    main()
