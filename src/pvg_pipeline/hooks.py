@@ -14,6 +14,7 @@ from pvg_pipeline import tracking
 from pvg_pipeline.params import (
     ProjectParameters,
     TrackingParams,
+    merge_parameters,
     parse_parameters,
 )
 
@@ -40,19 +41,11 @@ class ParameterValidationHook:
     def after_context_created(self, context: Any) -> None:
         """Validate the resolved parameter tree (config + ``--params``)."""
         # Not ``context.params``: in kedro 1.7 it imports every pipeline first.
-        parameters = dict(context.config_loader["parameters"])
-        _merge(parameters, getattr(context, "_extra_params", None) or {})
+        parameters = merge_parameters(
+            dict(context.config_loader["parameters"]),
+            getattr(context, "_extra_params", None) or {},
+        )
         parse_parameters(ProjectParameters, parameters)
-
-
-def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
-    """Nested update, as kedro applies runtime ``--params`` to the config."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            target[key] = dict(target[key])
-            _merge(target[key], value)
-        else:
-            target[key] = value
 
 
 class MissingInputError(click.ClickException):

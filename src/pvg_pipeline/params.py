@@ -330,6 +330,13 @@ class EvaluationParams(ParameterBlock):
     seed: Seed = 0
 
 
+class ExperimentParams(ParameterBlock):
+    """The ``experiment`` block: set by ``kedro sweep`` to tag a trial's outputs."""
+
+    sweep: str | None = None
+    trial: str | None = None
+
+
 class ProjectParameters(ParameterBlock):
     """All parameters of a run."""
 
@@ -343,6 +350,7 @@ class ProjectParameters(ParameterBlock):
     trainer: TrainerParams = TrainerParams()
     tracking: TrackingParams = TrackingParams()
     evaluation: EvaluationParams = EvaluationParams()
+    experiment: ExperimentParams = ExperimentParams()
 
     @field_validator("device")
     @classmethod
@@ -350,6 +358,17 @@ class ProjectParameters(ParameterBlock):
         if not _DEVICE.match(value):
             raise ValueError("expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return value
+
+
+def merge_parameters(target: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Nested update of a copy of ``target``, as Kedro applies runtime ``--params``."""
+    merged = dict(target)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_parameters(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 Model = TypeVar("Model", bound=BaseModel)

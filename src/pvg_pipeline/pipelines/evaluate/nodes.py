@@ -15,7 +15,10 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import import_agents
 
 
 def evaluate_agents(
-    agents: dict[str, Any], graph_pairs_test: dict[str, Any], evaluation_params: dict
+    agents: dict[str, Any],
+    graph_pairs_test: dict[str, Any],
+    evaluation_params: dict,
+    experiment: dict,
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Play (or classify) the whole test split; metrics, breakdown, transcripts."""
     params = parse_parameters(EvaluationParams, evaluation_params, "evaluation")
@@ -39,6 +42,7 @@ def evaluate_agents(
         "trainer": agents["trainer"],
         "seed": agents.get("seed"),
         "deterministic": params.deterministic,
+        "experiment": experiment,
         "dataset": graph_pairs_test.get("generation_parameters", {}),
     }
     return (

@@ -13,7 +13,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 evaluate_agents,
-                inputs=["agents", "graph_pairs_test", "params:evaluation"],
+                inputs=[
+                    "agents",
+                    "graph_pairs_test",
+                    "params:evaluation",
+                    "params:experiment",
+                ],
                 outputs=[
                     "evaluation_metrics",
                     "evaluation_breakdown",

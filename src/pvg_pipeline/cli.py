@@ -1,0 +1,79 @@
+"""Project CLI commands: ``kedro sweep``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from pvg_pipeline.config import load_parameters
+
+
+@click.group(name="pvg_pipeline")
+def cli() -> None:
+    """Commands of the pvg_pipeline project."""
+
+
+@cli.command()
+@click.option(
+    "--env", "-e", default="base", show_default=True, help="Kedro environment."
+)
+@click.option(
+    "--sweep", "name", required=True, help="Sweep file conf/<env>/sweeps/<name>.yml."
+)
+@click.option(
+    "--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True
+)
+@click.option("--address", default=None, help="Ray cluster to join (ray://… or auto).")
+@click.option("--max-parallel", type=int, default=None, help="Trials at once.")
+@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True)
+@click.option(
+    "--num-cpus", type=int, default=None, help="CPUs of a local Ray instance."
+)
+def sweep(
+    env: str,
+    name: str,
+    backend: str,
+    address: str | None,
+    max_parallel: int | None,
+    gpus_per_trial: float,
+    num_cpus: int | None,
+) -> None:
+    """Run every trial of a sweep, each as its own Kedro session.
+
+    Completed trials are skipped on a re-run; failed or missing ones run again.
+    """
+    from pvg_pipeline.sweeps.definition import load_sweep
+    from pvg_pipeline.sweeps.runner import SweepPlan, execute
+
+    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+    project = Path.cwd()
+    definition, trials = load_sweep(
+        project / "conf", env, name, load_parameters(env, project / "conf")
+    )
+    root = project / "data" / "08_reporting" / "sweeps" / env / name
+    plan = SweepPlan(
+        project_path=project,
+        env=env,
+        sweep=name,
+        trials=trials,
+        pipelines=definition.pipelines,
+        state_dir=root / "trials",
+        results_dir=root,
+    )
+    parallel = max_parallel or max(1, min(len(trials), os.cpu_count() or 1))
+    try:
+        table = execute(plan, backend, parallel, address, gpus_per_trial, num_cpus)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: {plan.summary}; re-run the same command to resume")
+        raise SystemExit(130) from None
+    failed = table[table["status"] != "completed"]
+    click.echo(
+        f"sweep {name}: {len(table) - len(failed)} completed, {len(failed)} failed; "
+        f"results in {root}"
+    )
+    for row in failed.itertuples():
+        click.echo(f"  {row.trial_id} failed: {row.error}")
+    if len(failed):
+        raise SystemExit(1)

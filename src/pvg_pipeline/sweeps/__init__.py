@@ -1,0 +1,1 @@
+"""Parameter sweeps: many Kedro sessions, locally or on Ray."""

@@ -1,0 +1,124 @@
+"""Sweep definitions: a grid and/or explicit trials over parameter paths.
+
+``conf/<env>/sweeps/<name>.yml``::
+
+    grid:                      # every combination
+      seed: [0, 1]
+      protocol.name: [pvg, debate]
+    trials:                    # and/or explicit trials
+      - {seed: 7, protocol.name: mnip}
+    pipelines: [train, evaluate]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from pvg_pipeline.params import (
+    ParameterBlock,
+    ParameterError,
+    ProjectParameters,
+    merge_parameters,
+    parse_parameters,
+)
+
+PIPELINES = ("data_generation", "train", "evaluate", "compare")
+
+
+class SweepDefinition(ParameterBlock):
+    """What a sweep file may contain."""
+
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    trials: list[dict[str, Any]] = []
+    pipelines: Annotated[list[str], Field(min_length=1)] = ["train", "evaluate"]
+
+
+class Trial(ParameterBlock):
+    """One run of a sweep: its id and the parameter values it sets."""
+
+    trial_id: str
+    overrides: dict[str, Any]
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``."""
+    nested: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = nested
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def trial_id(index: int, overrides: dict[str, Any]) -> str:
+    """Readable, stable id: position plus a hash of the values."""
+    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()
+    return f"t{index:03d}-{digest[:8]}"
+
+
+def load_sweep(
+    conf_source: Path, env: str, name: str, base_parameters: dict[str, Any]
+) -> tuple[SweepDefinition, list[Trial]]:
+    """Read, validate and expand a sweep; every trial's parameters are checked.
+
+    Raises
+    ------
+    ParameterError
+        Unknown sweep keys or pipelines, or a trial whose parameters are invalid
+        (unknown path, wrong type, out of range), before anything runs.
+    """
+    candidates = [conf_source / env / "sweeps" / f"{name}.yml"]
+    candidates.append(conf_source / "base" / "sweeps" / f"{name}.yml")
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ParameterError(
+            [f"sweep '{name}' not found; expected {' or '.join(map(str, candidates))}"]
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParameterError([f"{path} is not valid YAML: {error}"]) from None
+    definition = parse_parameters(SweepDefinition, raw, f"sweep {name}")
+    unknown = [p for p in definition.pipelines if p not in PIPELINES]
+    if unknown:
+        raise ParameterError(
+            [
+                f"sweep {name}.pipelines: unknown {unknown}; valid: {', '.join(PIPELINES)}"
+            ]
+        )
+    keys = list(definition.grid)
+    combos = [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*definition.grid.values())
+    ]
+    flat_trials = (combos if keys else []) + [dict(t) for t in definition.trials]
+    if not flat_trials:
+        raise ParameterError(
+            [f"sweep {name} defines no trials (empty grid and trials)"]
+        )
+    trials = []
+    for index, overrides in enumerate(flat_trials):
+        identifier = trial_id(index, overrides)
+        try:
+            parse_parameters(
+                ProjectParameters,
+                merge_parameters(base_parameters, nest(overrides)),
+                "",
+            )
+        except ParameterError as error:
+            raise ParameterError(
+                [f"sweep {name}, trial {overrides}: {p}" for p in error.problems]
+            ) from None
+        except ValidationError as error:  # pragma: no cover - parse handles these
+            raise ParameterError([str(error)]) from None
+        trials.append(Trial(trial_id=identifier, overrides=overrides))
+    return definition, trials
