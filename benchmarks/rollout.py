@@ -28,6 +28,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
+from pvg_pipeline.pvg.trainers.rollouts import collect
 
 
 def main() -> None:
@@ -63,6 +64,11 @@ def main() -> None:
                 best, _time_rollout(pairs, params, agents, device, only_active, args)
             )
         figures[f"{mode}_frames_per_second"] = args.batch_size * args.steps / best
+    best = min(
+        _time_collector(pairs, params, agents, device, args)
+        for _ in range(args.repeats)
+    )
+    figures["trainer_collector_frames_per_second"] = args.batch_size * args.steps / best
     figures["speedup_acting_only"] = (
         figures["acting_only_frames_per_second"]
         / figures["all_agents_frames_per_second"]
@@ -84,6 +90,25 @@ def _time_rollout(pairs, params, agents, device, only_active, args) -> float:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         env.rollout(args.steps, policy, break_when_any_done=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _time_collector(pairs, params, agents, device, args) -> float:
+    """The trainer's lean collection loop (same transitions, no TorchRL bookkeeping)."""
+    protocol = params.protocol.build()
+    env = GraphIsomorphismEnv(
+        pairs, protocol, params.rewards.build(), args.batch_size, seed=0, device=device
+    )
+    policy = MultiAgentPolicy(agents, protocol).to(device)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        collect(env, policy, 4)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        collect(env, policy, args.steps)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return time.perf_counter() - start

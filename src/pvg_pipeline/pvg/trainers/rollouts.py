@@ -13,7 +13,7 @@ from pvg_pipeline.pvg.protocols import Decision
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS, step
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 
 _STORED = (*OBSERVATION_KEYS, "node", "decision", "log_prob", "value")
@@ -56,11 +56,14 @@ def collect(
 ) -> Experience:
     """Play ``steps`` rounds in every environment, starting from fresh episodes.
 
-    Finished episodes are reset in place; episode returns are tracked so the
-    outcomes of every episode that ended are reported.
+    Drives the game functions directly (no TorchRL step/reset bookkeeping); the
+    transitions are identical to ``env.rollout`` with the same seeds (tested).
+    Finished episodes are replaced in place, and the outcome of every episode that
+    ended is reported.
     """
-    observation = env.reset()
-    batch, num_agents = observation["active"].shape
+    env.reset()
+    state = env.state
+    batch, num_agents = state["active"].shape
     episode_return = torch.zeros(batch, num_agents, device=env.device)
     stored, rewards, dones = [], [], []
     outcomes: dict[str, list[Tensor]] = {
@@ -70,26 +73,30 @@ def collect(
         "returns": [],
     }
     for _ in range(steps):
-        observation = policy(observation)
+        observation = policy(state.select(*OBSERVATION_KEYS))
         stored.append(observation.select(*_STORED))
-        transition = env.step(observation)["next"]
-        reward, done = transition["reward"], transition["done"].squeeze(-1)
+        state, reward, done = step(
+            state,
+            observation["node"],
+            observation["decision"],
+            env.protocol,
+            env.tables,
+            env.reward_constants,
+        )
         rewards.append(reward)
         dones.append(done)
         episode_return += reward
-        state = env.state
         outcomes["decision"].append(state["decision"][done])
         outcomes["label"].append(state["label"][done])
         outcomes["rounds"].append(state["round"][done])
         outcomes["returns"].append(episode_return[done])
         episode_return = torch.where(done[:, None], 0.0, episode_return)
-        reset = transition.exclude("reward", "done", "terminated")
-        reset["_reset"] = done[:, None]
-        observation = env.reset(reset)
+        state = env.replace_finished(state, done)
+    env._state = state
     return Experience(
         data=torch.stack(stored),
         reward=torch.stack(rewards),
         done=torch.stack(dones),
-        final_observation=observation,
+        final_observation=state.select(*OBSERVATION_KEYS),
         outcomes=EpisodeOutcomes(**{k: torch.cat(v) for k, v in outcomes.items()}),
     )

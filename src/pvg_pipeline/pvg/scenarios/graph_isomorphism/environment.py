@@ -165,6 +165,17 @@ class GraphIsomorphismEnv(EnvBase):
             self.tables,
         )
 
+    def replace_finished(self, state: TensorDict, finished: Tensor) -> TensorDict:
+        """A copy of ``state`` where finished episodes are new ones (same RNG use as
+        a masked ``reset``); ``state`` itself is never modified."""
+        if not bool(finished.any()):
+            return state
+        where = finished.nonzero().squeeze(1)
+        # A deep copy: earlier observations share tensors with the old state.
+        state = state.clone()
+        state[where] = self._new_states(len(where))
+        return state
+
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDict:
         batch = self.batch_size[0]
         reset = None
@@ -172,13 +183,8 @@ class GraphIsomorphismEnv(EnvBase):
             reset = tensordict["_reset"].reshape(batch)
         if self._state is None or reset is None or bool(reset.all()):
             self._state = self._new_states(batch)
-        elif bool(reset.any()):
-            where = reset.nonzero().squeeze(1)
-            # A deep copy: earlier observations share tensors with the old state
-            # and must not change under TorchRL's feet.
-            state = self._state.clone()
-            state[where] = self._new_states(len(where))
-            self._state = state
+        else:
+            self._state = self.replace_finished(self._state, reset)
         return self._observation(
             torch.zeros(batch, 1, dtype=torch.bool, device=self.device)
         )
