@@ -8,6 +8,8 @@ ENV KEDRO_DISABLE_TELEMETRY=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# Bookworm's libprimesieve-dev is the version the primesieve wheel is built against.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libprimesieve-dev build-essential \
     && rm -rf /var/lib/apt/lists/*
@@ -24,6 +26,6 @@ RUN pip install -e .
 COPY --chown=pvg:pvg conf ./conf
 COPY --chown=pvg:pvg data ./data
 
-USER pvg
+USER 1000
 # No credentials are baked in: pass WANDB_API_KEY with `docker run -e` at run time.
 CMD ["kedro", "run"]

@@ -64,11 +64,19 @@ def main() -> None:
                 best, _time_rollout(pairs, params, agents, device, only_active, args)
             )
         figures[f"{mode}_frames_per_second"] = args.batch_size * args.steps / best
-    best = min(
-        _time_collector(pairs, params, agents, device, args)
-        for _ in range(args.repeats)
+    for only_active in (True, False):
+        mode = "acting_only" if only_active else "all_agents"
+        best = min(
+            _time_collector(pairs, params, agents, device, args, only_active)
+            for _ in range(args.repeats)
+        )
+        figures[f"collector_{mode}_frames_per_second"] = (
+            args.batch_size * args.steps / best
+        )
+    figures["collector_speedup_acting_only"] = (
+        figures["collector_acting_only_frames_per_second"]
+        / figures["collector_all_agents_frames_per_second"]
     )
-    figures["trainer_collector_frames_per_second"] = args.batch_size * args.steps / best
     figures["speedup_acting_only"] = (
         figures["acting_only_frames_per_second"]
         / figures["all_agents_frames_per_second"]
@@ -95,13 +103,13 @@ def _time_rollout(pairs, params, agents, device, only_active, args) -> float:
     return time.perf_counter() - start
 
 
-def _time_collector(pairs, params, agents, device, args) -> float:
+def _time_collector(pairs, params, agents, device, args, only_active) -> float:
     """The trainer's lean collection loop (same transitions, no TorchRL bookkeeping)."""
     protocol = params.protocol.build()
     env = GraphIsomorphismEnv(
         pairs, protocol, params.rewards.build(), args.batch_size, seed=0, device=device
     )
-    policy = MultiAgentPolicy(agents, protocol).to(device)
+    policy = MultiAgentPolicy(agents, protocol, only_active=only_active).to(device)
     torch.manual_seed(0)
     with torch.no_grad():
         collect(env, policy, 4)
