@@ -6,7 +6,9 @@ import argparse
 import json
 import platform
 import resource
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -20,6 +22,36 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--output", type=Path, help="write the result JSON here")
     result.add_argument("--baseline", type=Path, help="earlier JSON to compare with")
     return result
+
+
+def paper_setup(args: argparse.Namespace, num_pairs: int) -> SimpleNamespace:
+    """Parameters of ``--env``, a generated dataset, the protocol and fresh agents."""
+    from pvg_pipeline.config import load_parameters
+    from pvg_pipeline.params import ProjectParameters, parse_parameters
+    from pvg_pipeline.pvg.device import resolve_device
+    from pvg_pipeline.pvg.graphs.generation import generate_graph_pairs
+    from pvg_pipeline.pvg.graphs.primes import first_primes
+    from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
+
+    params = parse_parameters(ProjectParameters, load_parameters(args.env))
+    device = resolve_device(args.device)
+    data = params.data_generation
+    spec = replace(data.generation_spec(data.train), num_pairs=num_pairs)
+    pairs = generate_graph_pairs(spec, first_primes(data.hash_size), progress=False)
+    protocol = params.protocol.build()
+    torch.manual_seed(0)
+    agents = build_agents(
+        protocol,
+        params.agents.prover.spec(),
+        params.agents.verifier.spec(),
+        data.padded_nodes,
+        params.agents.shared_body,
+    )
+    for agent in agents.values():
+        agent.to(device).eval()
+    return SimpleNamespace(
+        params=params, device=device, pairs=pairs, protocol=protocol, agents=agents
+    )
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:

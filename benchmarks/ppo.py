@@ -15,17 +15,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import replace
 
 import torch
-from _common import parser, peak_memory, report
+from _common import paper_setup, parser, peak_memory, report
 
-from pvg_pipeline.config import load_parameters
-from pvg_pipeline.params import ProjectParameters, parse_parameters
-from pvg_pipeline.pvg.device import resolve_device
-from pvg_pipeline.pvg.graphs.generation import generate_graph_pairs
-from pvg_pipeline.pvg.graphs.primes import first_primes
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
@@ -39,24 +32,11 @@ def main() -> None:
     options = parser(__doc__.splitlines()[0])
     options.add_argument("--iterations", type=int, default=3)
     args = options.parse_args()
-    params = parse_parameters(ProjectParameters, load_parameters(args.env))
-    device = resolve_device(args.device)
-    data = params.data_generation
-    spec = replace(data.generation_spec(data.train), num_pairs=2_000)
-    pairs = generate_graph_pairs(spec, first_primes(data.hash_size), progress=False)
-    protocol = params.protocol.build()
-    torch.manual_seed(0)
-    agents = build_agents(
-        protocol,
-        params.agents.prover.spec(),
-        params.agents.verifier.spec(),
-        data.padded_nodes,
-    )
-    for agent in agents.values():
-        agent.to(device).eval()
-    config = ppo.PPOConfig(**params.trainer.ppo.model_dump())
+    setup = paper_setup(args, num_pairs=2_000)
+    agents, protocol, device = setup.agents, setup.protocol, setup.device
+    config = ppo.PPOConfig(**setup.params.trainer.ppo.model_dump())
     env = GraphIsomorphismEnv(
-        pairs, protocol, params.rewards.build(), config.num_envs, 0, device
+        setup.pairs, protocol, setup.params.rewards.build(), config.num_envs, 0, device
     )
     policy = MultiAgentPolicy(agents, protocol)
     optimizers = {
@@ -75,17 +55,9 @@ def main() -> None:
             advantages, returns = ppo._advantages(experience, agents, protocol, config)
             times["advantages"] = _now(device) - start
         start = _now(device)
-        for index, name in enumerate(agents):
-            ppo._update_agent(
-                agents[name],
-                optimizers[name],
-                experience,
-                advantages,
-                returns,
-                index,
-                config,
-                shuffle,
-            )
+        ppo.update_agents(
+            agents, optimizers, experience, advantages, returns, config, shuffle
+        )
         times["update"] = _now(device) - start
         if iteration > 0:  # the first iteration warms up allocators and caches
             for key, value in times.items():

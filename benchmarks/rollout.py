@@ -7,28 +7,30 @@ Usage::
 
 Paper-scale agents (prover 5 GIN layers, verifier 2, 1 transformer layer, d_gnn 16)
 play protocol ``pvg`` with 8 rounds on a batch of games; both modes are measured in
-the same run on the same data and seeds, and their ratio is printed.
+the same run on the same data and seeds, and their ratio is printed, once through
+TorchRL's ``env.rollout`` and once through the trainer's lean collector.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from collections.abc import Callable
 
 import torch
-from _common import parser, peak_memory, report
+from _common import paper_setup, parser, peak_memory, report
 
-from pvg_pipeline.config import load_parameters
-from pvg_pipeline.params import ProjectParameters, parse_parameters
-from pvg_pipeline.pvg.device import resolve_device
-from pvg_pipeline.pvg.graphs.generation import generate_graph_pairs
-from pvg_pipeline.pvg.graphs.primes import first_primes
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers.rollouts import collect
+
+
+def _torchrl(env: GraphIsomorphismEnv, policy: MultiAgentPolicy, steps: int) -> None:
+    env.rollout(steps, policy, break_when_any_done=False)
+
+
+RUNNERS: dict[str, Callable] = {"": _torchrl, "collector_": collect}
 
 
 def main() -> None:
@@ -38,87 +40,48 @@ def main() -> None:
     options.add_argument("--steps", type=int, default=64)
     options.add_argument("--repeats", type=int, default=3)
     args = options.parse_args()
-    params = parse_parameters(ProjectParameters, load_parameters(args.env))
-    device = resolve_device(args.device)
-    data = params.data_generation
-    spec = replace(data.generation_spec(data.train), num_pairs=1_000)
-    pairs = generate_graph_pairs(spec, first_primes(data.hash_size), progress=False)
-    protocol = params.protocol.build()
-    agents = build_agents(
-        protocol,
-        params.agents.prover.spec(),
-        params.agents.verifier.spec(),
-        data.padded_nodes,
-        params.agents.shared_body,
-    )
+    setup = paper_setup(args, num_pairs=1_000)
     figures: dict[str, float | int | str] = {
-        "protocol": protocol.name,
+        "protocol": setup.protocol.name,
         "batch_size": args.batch_size,
-        "max_rounds": protocol.max_rounds,
+        "max_rounds": setup.protocol.max_rounds,
     }
-    for only_active in (True, False):
-        mode = "acting_only" if only_active else "all_agents"
-        best = float("inf")
-        for _ in range(args.repeats):
+    for prefix, runner in RUNNERS.items():
+        for only_active in (True, False):
+            mode = "acting_only" if only_active else "all_agents"
             best = min(
-                best, _time_rollout(pairs, params, agents, device, only_active, args)
+                _time(setup, runner, only_active, args) for _ in range(args.repeats)
             )
-        figures[f"{mode}_frames_per_second"] = args.batch_size * args.steps / best
-    for only_active in (True, False):
-        mode = "acting_only" if only_active else "all_agents"
-        best = min(
-            _time_collector(pairs, params, agents, device, args, only_active)
-            for _ in range(args.repeats)
+            figures[f"{prefix}{mode}_frames_per_second"] = (
+                args.batch_size * args.steps / best
+            )
+        figures[f"{prefix}speedup_acting_only"] = (
+            figures[f"{prefix}acting_only_frames_per_second"]
+            / figures[f"{prefix}all_agents_frames_per_second"]
         )
-        figures[f"collector_{mode}_frames_per_second"] = (
-            args.batch_size * args.steps / best
-        )
-    figures["collector_speedup_acting_only"] = (
-        figures["collector_acting_only_frames_per_second"]
-        / figures["collector_all_agents_frames_per_second"]
-    )
-    figures["speedup_acting_only"] = (
-        figures["acting_only_frames_per_second"]
-        / figures["all_agents_frames_per_second"]
-    )
-    figures.update(peak_memory(device))
+    figures.update(peak_memory(setup.device))
     report("rollout", figures, args)
 
 
-def _time_rollout(pairs, params, agents, device, only_active, args) -> float:
-    protocol = params.protocol.build()
+def _time(setup, runner: Callable, only_active: bool, args) -> float:
     env = GraphIsomorphismEnv(
-        pairs, protocol, params.rewards.build(), args.batch_size, seed=0, device=device
+        setup.pairs,
+        setup.protocol,
+        setup.params.rewards.build(),
+        args.batch_size,
+        seed=0,
+        device=setup.device,
     )
-    policy = MultiAgentPolicy(agents, protocol, only_active=only_active).to(device)
+    policy = MultiAgentPolicy(setup.agents, setup.protocol, only_active=only_active)
     torch.manual_seed(0)
     with torch.no_grad():
-        env.rollout(4, policy, break_when_any_done=False)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        runner(env, policy, 4)  # warm-up
+        if setup.device.type == "cuda":
+            torch.cuda.synchronize(setup.device)
         start = time.perf_counter()
-        env.rollout(args.steps, policy, break_when_any_done=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def _time_collector(pairs, params, agents, device, args, only_active) -> float:
-    """The trainer's lean collection loop (same transitions, no TorchRL bookkeeping)."""
-    protocol = params.protocol.build()
-    env = GraphIsomorphismEnv(
-        pairs, protocol, params.rewards.build(), args.batch_size, seed=0, device=device
-    )
-    policy = MultiAgentPolicy(agents, protocol, only_active=only_active).to(device)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        collect(env, policy, 4)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        collect(env, policy, args.steps)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        runner(env, policy, args.steps)
+        if setup.device.type == "cuda":
+            torch.cuda.synchronize(setup.device)
     return time.perf_counter() - start
 
 

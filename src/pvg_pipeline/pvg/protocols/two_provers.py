@@ -18,21 +18,9 @@ def debate_protocol(
     verifier_first: bool = True,
 ) -> Protocol:
     """Both provers answer at the same turns; every agent sees both channels."""
-    return Protocol(
-        name="debate",
-        agents=_AGENTS,
-        channels=("prover_0", "prover_1"),
-        visibility=((True, True), (True, True), (True, True)),
-        writes=((True, False), (False, True), (True, True)),
-        schedule=alternating_schedule(
-            max_message_rounds,
-            verifier_first,
-            (False, False, True),
-            (True, True, False),
-        ),
-        min_decision_round=min_message_rounds,
-        accept_prover=1,
-        reject_prover=0,
+    visibility = ((True, True), (True, True), (True, True))
+    return _alternating(
+        "debate", visibility, max_message_rounds, min_message_rounds, verifier_first
     )
 
 
@@ -42,11 +30,25 @@ def mnip_protocol(
     verifier_first: bool = True,
 ) -> Protocol:
     """Like debate, but each prover talks to the verifier on a private channel."""
+    visibility = ((True, False), (False, True), (True, True))
+    return _alternating(
+        "mnip", visibility, max_message_rounds, min_message_rounds, verifier_first
+    )
+
+
+def _alternating(
+    name: str,
+    visibility: tuple[tuple[bool, ...], ...],
+    max_message_rounds: int,
+    min_message_rounds: int,
+    verifier_first: bool,
+) -> Protocol:
+    """Verifier, then both provers at once, on one channel per prover."""
     return Protocol(
-        name="mnip",
+        name=name,
         agents=_AGENTS,
         channels=("prover_0", "prover_1"),
-        visibility=((True, False), (False, True), (True, True)),
+        visibility=visibility,
         writes=((True, False), (False, True), (True, True)),
         schedule=alternating_schedule(
             max_message_rounds,

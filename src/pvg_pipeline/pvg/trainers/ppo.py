@@ -112,20 +112,11 @@ def train_ppo(
             experience = collect(env, policy, config.steps_per_iteration)
             advantages, returns = _advantages(experience, agents, protocol, config)
         metrics = _episode_metrics(experience, protocol)
-        for index, (name, agent) in enumerate(agents.items()):
-            if name not in optimizers:
-                continue
-            losses = _update_agent(
-                agent,
-                optimizers[name],
-                experience,
-                advantages,
-                returns,
-                index,
-                config,
-                shuffle,
-            )
-            for key, value in losses.items():
+        losses = update_agents(
+            agents, optimizers, experience, advantages, returns, config, shuffle
+        )
+        for name, agent_losses in losses.items():
+            for key, value in agent_losses.items():
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"{key} of agent {name!r} is {value} at iteration "
@@ -185,6 +176,32 @@ def _advantages(
         config.gamma,
         config.gae_lambda,
     )
+
+
+def update_agents(
+    agents: Mapping[str, nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    experience: Experience,
+    advantages: Tensor,
+    returns: Tensor,
+    config: PPOConfig,
+    shuffle: torch.Generator,
+) -> dict[str, dict[str, float]]:
+    """PPO epochs for every agent that has an optimiser; mean losses per agent."""
+    return {
+        name: _update_agent(
+            agent,
+            optimizers[name],
+            experience,
+            advantages,
+            returns,
+            index,
+            config,
+            shuffle,
+        )
+        for index, (name, agent) in enumerate(agents.items())
+        if name in optimizers
+    }
 
 
 def _update_agent(
