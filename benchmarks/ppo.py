@@ -52,7 +52,7 @@ def main() -> None:
             experience = collect(env, policy, config.steps_per_iteration)
             times["collect"] = _now(device) - start
             start = _now(device)
-            advantages, returns = ppo._advantages(experience, agents, protocol, config)
+            advantages, returns = ppo.compute_advantages(experience, agents, config)
             times["advantages"] = _now(device) - start
         start = _now(device)
         ppo.update_agents(

@@ -49,21 +49,12 @@ class TrainingState:
         fingerprint: dict[str, Any] | None = None,
     ) -> TrainingState:
         """Snapshot the live objects of a run."""
-        sampler = env._sampler
         return cls(
             iteration=iteration,
             agents={name: agent.state_dict() for name, agent in agents.items()},
             optimizers={name: opt.state_dict() for name, opt in optimizers.items()},
-            rng={
-                "torch": torch.get_rng_state(),
-                "environment": env._generator.get_state(),
-                "shuffle": shuffle.get_state(),
-            },
-            sampler={
-                "order": sampler._order.cpu(),
-                "cursor": sampler._cursor,
-                "epoch": sampler.epoch,
-            },
+            rng={"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+            sampler=env.sampling_state(),
             history=[dict(row) for row in history],
             fingerprint=dict(fingerprint or {}),
         )
@@ -86,11 +77,8 @@ class TrainingState:
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(self.optimizers[name])
         torch.set_rng_state(self.rng["torch"])
-        env._generator.set_state(self.rng["environment"])
         shuffle.set_state(self.rng["shuffle"])
-        env._sampler._order = self.sampler["order"].to(env.device)
-        env._sampler._cursor = self.sampler["cursor"]
-        env._sampler.epoch = self.sampler["epoch"]
+        env.load_sampling_state(self.sampler)
         return self.iteration, [dict(row) for row in self.history]
 
     def to_dict(self) -> dict[str, Any]:

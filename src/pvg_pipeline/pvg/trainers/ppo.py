@@ -110,7 +110,7 @@ def train_ppo(
         started = time.perf_counter()
         with torch.no_grad():
             experience = collect(env, policy, config.steps_per_iteration)
-            advantages, returns = _advantages(experience, agents, protocol, config)
+            advantages, returns = compute_advantages(experience, agents, config)
         metrics = _episode_metrics(experience, protocol)
         losses = update_agents(
             agents, optimizers, experience, advantages, returns, config, shuffle
@@ -147,12 +147,13 @@ def train_ppo(
     return history
 
 
-def _advantages(
+def compute_advantages(
     experience: Experience,
     agents: Mapping[str, nn.Module],
-    protocol: Protocol,
     config: PPOConfig,
 ) -> tuple[Tensor, Tensor]:
+    """Per-agent GAE of a collection, bootstrapped with every agent's value of the
+    last state (value columns in the order of ``agents``, i.e. protocol order)."""
     final = experience.final_observation
     final_value = torch.stack(
         [

@@ -145,6 +145,22 @@ class GraphIsomorphismEnv(EnvBase):
             device=self.device,
         )
 
+    def sampling_state(self) -> dict:
+        """Generator state and dataset-sampler position (for checkpoints)."""
+        return {
+            "generator": self._generator.get_state(),
+            "order": self._sampler._order.cpu(),
+            "cursor": self._sampler._cursor,
+            "epoch": self._sampler.epoch,
+        }
+
+    def load_sampling_state(self, saved: dict) -> None:
+        """Continue drawing pairs exactly where :meth:`sampling_state` was taken."""
+        self._generator.set_state(saved["generator"])
+        self._sampler._order = saved["order"].to(self.device)
+        self._sampler._cursor = saved["cursor"]
+        self._sampler.epoch = saved["epoch"]
+
     def _set_seed(self, seed: int | None) -> None:
         self._generator.manual_seed(int(seed or 0))
         self._sampler = EpochSampler(len(self._labels), self._generator)
