@@ -38,6 +38,11 @@ def test_dockerfile_passes_hadolint():
             "speedup_acting_only",
         ),
         ("ppo.py", ["--iterations", "1"], "iteration_seconds"),
+        (
+            "train_throughput.py",
+            ["--minutes", "0.02", "--train-pairs", "200"],
+            "training_frames_per_second",
+        ),
     ],
 )
 def test_benchmark_smoke(tmp_path, script, arguments, figure):

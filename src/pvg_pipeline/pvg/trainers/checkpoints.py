@@ -53,7 +53,15 @@ class TrainingState:
             iteration=iteration,
             agents={name: agent.state_dict() for name, agent in agents.items()},
             optimizers={name: opt.state_dict() for name, opt in optimizers.items()},
-            rng={"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+            rng={
+                "torch": torch.get_rng_state(),
+                "shuffle": shuffle.get_state(),
+                **(
+                    {"cuda": torch.cuda.get_rng_state_all()}
+                    if torch.cuda.is_available()
+                    else {}
+                ),
+            },
             sampler=env.sampling_state(),
             history=[dict(row) for row in history],
             fingerprint=dict(fingerprint or {}),
@@ -77,6 +85,8 @@ class TrainingState:
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(self.optimizers[name])
         torch.set_rng_state(self.rng["torch"])
+        if "cuda" in self.rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.rng["cuda"])
         shuffle.set_state(self.rng["shuffle"])
         env.load_sampling_state(self.sampler)
         return self.iteration, [dict(row) for row in self.history]

@@ -1,0 +1,97 @@
+"""Benchmark and GPU check: full PPO training throughput for a fixed time budget.
+
+Usage::
+
+    .venv/bin/python benchmarks/train_throughput.py --env gi_ppo --device cuda --minutes 6
+
+Trains the environment's protocol and agents with its PPO settings for as many
+iterations as fit in ``--minutes``, then evaluates the verifier on a test split.
+Prints seconds per iteration (median after warm-up), training frames/s, the
+projected time for the configured number of iterations, peak CPU/GPU memory and the
+verifier's test accuracy. This is issue 7's GPU check when run on an H100.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+from _common import paper_setup, parser, peak_memory, report
+
+from pvg_pipeline.pvg import evaluation
+from pvg_pipeline.pvg.graphs.generation import generate_graph_pairs
+from pvg_pipeline.pvg.graphs.primes import first_primes
+from pvg_pipeline.pvg.trainers.ppo import PPOConfig, train_ppo
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def main() -> None:
+    """Run the benchmark."""
+    options = parser(__doc__.splitlines()[0])
+    options.add_argument("--minutes", type=float, default=6.0)
+    options.add_argument("--train-pairs", type=int, default=10_000)
+    args = options.parse_args()
+    setup = paper_setup(args, num_pairs=args.train_pairs)
+    params, device = setup.params, setup.device
+    data = params.data_generation
+    test_pairs = generate_graph_pairs(
+        replace(data.generation_spec(data.test)),
+        first_primes(data.hash_size),
+        progress=False,
+    )
+    configured = PPOConfig(**params.trainer.ppo.model_dump())
+    config = replace(configured, iterations=10**9, checkpoint_interval=10**9)
+    stamps: list[float] = []
+    deadline = time.perf_counter() + 60 * args.minutes
+
+    def on_iteration(metrics: dict[str, float]) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stamps.append(time.perf_counter())
+        if stamps[-1] > deadline:
+            raise _OutOfTime
+
+    start = time.perf_counter()
+    try:
+        train_ppo(
+            setup.agents,
+            setup.protocol,
+            params.rewards.build(),
+            setup.pairs,
+            config,
+            params.seed,
+            device,
+            on_iteration=on_iteration,
+            progress=False,
+        )
+    except _OutOfTime:
+        pass
+    durations = [b - a for a, b in zip([start, *stamps], stamps, strict=False)]
+    steady = durations[1:] or durations
+    per_iteration = statistics.median(steady)
+    frames = config.num_envs * config.steps_per_iteration
+    agents = {name: agent.cpu() for name, agent in setup.agents.items()}
+    episodes = evaluation.play_episodes(agents, setup.protocol, test_pairs)
+    figures: dict[str, float | int | str] = {
+        "env": args.env,
+        "device": str(device),
+        "iterations_run": len(stamps),
+        "iteration_seconds": per_iteration,
+        "training_frames_per_second": frames / per_iteration,
+        "projected_minutes_for_configured_run": per_iteration
+        * configured.iterations
+        / 60,
+        "configured_iterations": configured.iterations,
+        "verifier_test_accuracy": evaluation.summary_metrics(episodes)["accuracy"],
+        **peak_memory(device),
+    }
+    report("train_throughput", figures, args)
+
+
+if __name__ == "__main__":
+    main()
