@@ -75,3 +75,23 @@ def test_train_without_data_tells_the_user_what_to_run(project_copy):
         "`kedro run --pipelines data_generation --env test` first" in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_dataset_padded_to_other_sizes_is_refused():
+    import torch as _torch
+
+    from pvg_pipeline.params import ProjectParameters
+    from pvg_pipeline.pipelines.evaluate.nodes import check_max_nodes
+    from pvg_pipeline.pipelines.train.nodes import check_dataset_matches
+
+    pairs = {"adjacency": _torch.zeros(3, 2, 9, 9, dtype=_torch.bool)}
+    with pytest.raises(
+        ValueError, match="graph_pairs_train has max_nodes=9 but .* max_nodes=11"
+    ):
+        check_dataset_matches(pairs, ProjectParameters(), "graph_pairs_train")
+    with pytest.raises(
+        ValueError,
+        match="trained on graphs padded to 11 nodes but graph_pairs_test has 9",
+    ):
+        check_max_nodes({"max_nodes": 11}, pairs)
+    check_max_nodes({"max_nodes": 9}, pairs)  # matching sizes pass
