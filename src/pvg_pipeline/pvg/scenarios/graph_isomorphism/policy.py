@@ -141,7 +141,7 @@ class MultiAgentPolicy(nn.Module):
         log_prob = torch.zeros(batch, num_agents, device=device)
         value = torch.zeros(batch, num_agents, device=device)
         decision = torch.full((batch,), int(Decision.CONTINUE), device=device)
-        for index, (name, agent) in enumerate(self.agents.items()):
+        for index, agent in enumerate(self.agents.values()):
             rows = (
                 active[:, index].nonzero().squeeze(1)
                 if self.only_active
@@ -154,21 +154,17 @@ class MultiAgentPolicy(nn.Module):
                 tensordict["round"][rows],
             )
             chosen, chosen_log_prob = self._sample(output.node_logits)
+            keep = active[rows, index]
             if output.decision_logits is not None:
                 logits = restrict_decisions(
                     output.decision_logits, tensordict["decision_allowed"][rows]
                 )
                 verdict, verdict_log_prob = self._sample(logits)
-                decision[rows] = verdict
+                decision[rows] = torch.where(keep, verdict, int(Decision.CONTINUE))
                 chosen_log_prob = chosen_log_prob + verdict_log_prob
-            keep = active[rows, index]
             node[rows, index] = torch.where(keep, chosen, 0)
             log_prob[rows, index] = torch.where(keep, chosen_log_prob, 0.0)
             value[rows, index] = torch.where(keep, output.value, 0.0)
-            if name == "verifier" and not self.only_active:
-                decision = torch.where(
-                    active[:, index], decision, int(Decision.CONTINUE)
-                )
         tensordict["node"] = node
         tensordict["decision"] = decision
         tensordict["log_prob"] = log_prob
