@@ -187,10 +187,17 @@ class GraphIsomorphismEnv(EnvBase):
         if not bool(finished.any()):
             return state
         where = finished.nonzero().squeeze(1)
-        # A deep copy: earlier observations share tensors with the old state.
-        state = state.clone()
-        state[where] = self._new_states(len(where))
-        return state
+        fresh = self._new_states(len(where))
+        # Out of place, key by key: earlier observations share tensors with the
+        # old state and must not change.
+        return TensorDict(
+            {
+                key: value.index_put((where,), fresh[key])
+                for key, value in state.items()
+            },
+            batch_size=state.batch_size,
+            device=state.device,
+        )
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDict:
         batch = self.batch_size[0]
