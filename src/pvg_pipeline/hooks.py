@@ -18,16 +18,19 @@ from pvg_pipeline.params import (
     parse_parameters,
 )
 
-#: Which pipeline makes each dataset that other pipelines reuse.
-PRODUCERS = {
-    "prime_table": "data_generation",
-    "graph_pairs_train": "data_generation",
-    "graph_pairs_test": "data_generation",
-    "agents": "train",
-    "training_history": "train",
-    "training_run": "train",
-    "evaluation_metrics_versions": "evaluate",
-}
+#: Read-only datasets over the saved versions of another dataset.
+VERSIONS_OF = {"evaluation_metrics_versions": "evaluation_metrics"}
+
+
+def producer(dataset: str) -> str:
+    """The registered pipeline whose nodes write ``dataset``."""
+    from kedro.framework.project import pipelines
+
+    written = VERSIONS_OF.get(dataset, dataset)
+    for name, pipeline in pipelines.items():
+        if name != "__default__" and written in pipeline.all_outputs():
+            return name
+    return "the pipeline that makes it"
 
 
 class ParameterValidationHook:
@@ -72,8 +75,7 @@ class InputDatasetHook:
                 continue
             dataset = catalog.get(name)
             versions = getattr(dataset, "available_versions", lambda: [])()
-            producer = PRODUCERS.get(name, "the pipeline that makes it")
-            hint = f"run `kedro run --pipelines {producer} --env {env}` first"
+            hint = f"run `kedro run --pipelines {producer(name)} --env {env}` first"
             if versions:
                 hint = f"available versions: {', '.join(versions[:10])}"
             problems.append(f"dataset '{name}' has no saved version to load; {hint}")

@@ -95,3 +95,12 @@ def test_dataset_padded_to_other_sizes_is_refused():
     ):
         check_max_nodes({"max_nodes": 11}, pairs)
     check_max_nodes({"max_nodes": 9}, pairs)  # matching sizes pass
+
+
+def test_missing_inputs_name_the_pipeline_that_writes_them(project_copy):
+    from pvg_pipeline.hooks import producer
+
+    bootstrap_project(project_copy)
+    assert producer("graph_pairs_train") == "data_generation"
+    assert producer("agents") == "train"
+    assert producer("evaluation_metrics_versions") == "evaluate"
