@@ -21,37 +21,85 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--env", default="gi_ppo", help="Kedro environment to read")
     result.add_argument("--output", type=Path, help="write the result JSON here")
     result.add_argument("--baseline", type=Path, help="earlier JSON to compare with")
+    result.add_argument(
+        "--bundle",
+        type=Path,
+        help="settings and data written by make_bundle.py (instead of --env)",
+    )
     return result
 
 
-def paper_setup(args: argparse.Namespace, num_pairs: int) -> SimpleNamespace:
-    """Parameters of ``--env``, a generated dataset, the protocol and fresh agents."""
-    from pvg_pipeline.config import load_parameters
-    from pvg_pipeline.params import ProjectParameters, parse_parameters
+def paper_setup(
+    args: argparse.Namespace, num_pairs: int, test_pairs: int = 0
+) -> SimpleNamespace:
+    """Settings of ``--env`` (or of ``--bundle``), data, the protocol and fresh agents.
+
+    Returns a namespace with ``ppo`` (the ``trainer.ppo`` block as a dict),
+    ``rewards``, ``seed``, ``device``, ``pairs``, ``test_pairs`` (when asked for),
+    ``protocol`` and ``agents``. With ``--bundle`` everything comes from a file
+    written by ``make_bundle.py``, so that a machine without Kedro, pydantic or
+    primesieve (the lent GPU machine) can run the benchmark.
+    """
     from pvg_pipeline.pvg.device import resolve_device
-    from pvg_pipeline.pvg.graphs.generation import generate_graph_pairs
-    from pvg_pipeline.pvg.graphs.primes import first_primes
     from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
 
-    params = parse_parameters(ProjectParameters, load_parameters(args.env))
+    settings = (
+        torch.load(args.bundle, weights_only=False)
+        if getattr(args, "bundle", None)
+        else bundle_settings(args.env, num_pairs, test_pairs)
+    )
     device = resolve_device(args.device)
-    data = params.data_generation
-    spec = replace(data.generation_spec(data.train), num_pairs=num_pairs)
-    pairs = generate_graph_pairs(spec, first_primes(data.hash_size), progress=False)
-    protocol = params.protocol.build()
     torch.manual_seed(0)
     agents = build_agents(
-        protocol,
-        params.agents.prover.spec(),
-        params.agents.verifier.spec(),
-        data.padded_nodes,
-        params.agents.shared_body,
+        settings["protocol"],
+        settings["prover"],
+        settings["verifier"],
+        settings["padded_nodes"],
+        settings["shared_body"],
     )
     for agent in agents.values():
         agent.to(device).eval()
+    pairs = {k: v[:num_pairs] for k, v in settings["pairs"].items()}
     return SimpleNamespace(
-        params=params, device=device, pairs=pairs, protocol=protocol, agents=agents
+        env=settings["env"],
+        ppo=settings["ppo"],
+        rewards=settings["rewards"],
+        seed=settings["seed"],
+        device=device,
+        pairs=pairs,
+        test_pairs=settings.get("test_pairs"),
+        protocol=settings["protocol"],
+        agents=agents,
     )
+
+
+def bundle_settings(env: str, num_pairs: int, test_pairs: int = 0) -> dict[str, Any]:
+    """Resolved settings of Kedro environment ``env`` and freshly generated pairs."""
+    from pvg_pipeline.config import load_parameters
+    from pvg_pipeline.params import ProjectParameters, parse_parameters
+    from pvg_pipeline.pvg.graphs.generation import generate_graph_pairs
+    from pvg_pipeline.pvg.graphs.primes import first_primes
+
+    params = parse_parameters(ProjectParameters, load_parameters(env))
+    data = params.data_generation
+    primes = first_primes(data.hash_size)
+    spec = replace(data.generation_spec(data.train), num_pairs=num_pairs)
+    settings: dict[str, Any] = {
+        "env": env,
+        "ppo": params.trainer.ppo.model_dump(),
+        "rewards": params.rewards.build(),
+        "seed": params.seed,
+        "protocol": params.protocol.build(),
+        "prover": params.agents.prover.spec(),
+        "verifier": params.agents.verifier.spec(),
+        "padded_nodes": data.padded_nodes,
+        "shared_body": params.agents.shared_body,
+        "pairs": generate_graph_pairs(spec, primes, progress=False),
+    }
+    if test_pairs:
+        test_spec = replace(data.generation_spec(data.test), num_pairs=test_pairs)
+        settings["test_pairs"] = generate_graph_pairs(test_spec, primes, progress=False)
+    return settings
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:

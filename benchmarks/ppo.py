@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 from _common import paper_setup, parser, peak_memory, report
@@ -22,7 +23,6 @@ from _common import paper_setup, parser, peak_memory, report
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers import ppo
 from pvg_pipeline.pvg.trainers.rollouts import collect
 
@@ -31,14 +31,24 @@ def main() -> None:
     """Run the benchmark."""
     options = parser(__doc__.splitlines()[0])
     options.add_argument("--iterations", type=int, default=3)
+    options.add_argument(
+        "--plain",
+        action="store_true",
+        help="the plain reference update instead of the trainer's fixed-shape one",
+    )
+    options.add_argument(
+        "--no-cuda-graphs", action="store_true", help="eager steps on CUDA"
+    )
     args = options.parse_args()
     setup = paper_setup(args, num_pairs=2_000)
     agents, protocol, device = setup.agents, setup.protocol, setup.device
-    config = ppo.PPOConfig(**setup.params.trainer.ppo.model_dump())
+    config = ppo.PPOConfig(**setup.ppo)
+    config = replace(config, cuda_graphs=not args.no_cuda_graphs)
     env = GraphIsomorphismEnv(
-        setup.pairs, protocol, setup.params.rewards.build(), config.num_envs, 0, device
+        setup.pairs, protocol, setup.rewards, config.num_envs, 0, device
     )
-    policy = MultiAgentPolicy(agents, protocol)
+    policy = ppo.acting_policy(agents, protocol, config, device)
+    updaters = {} if args.plain else ppo.make_updaters(agents, agents, config)
     optimizers = {
         n: torch.optim.Adam(a.parameters(), lr=config.learning_rate)
         for n, a in agents.items()
@@ -55,9 +65,14 @@ def main() -> None:
             advantages, returns = ppo.compute_advantages(experience, agents, config)
             times["advantages"] = _now(device) - start
         start = _now(device)
-        ppo.update_agents(
-            agents, optimizers, experience, advantages, returns, config, shuffle
-        )
+        if updaters:
+            ppo.update_agents_fixed_shape(
+                updaters, experience, advantages, returns, config, shuffle
+            )
+        else:
+            ppo.update_agents(
+                agents, optimizers, experience, advantages, returns, config, shuffle
+            )
         times["update"] = _now(device) - start
         if iteration > 0:  # the first iteration warms up allocators and caches
             for key, value in times.items():
@@ -65,10 +80,12 @@ def main() -> None:
     frames = config.num_envs * config.steps_per_iteration
     per_iteration = sum(statistics.median(v) for v in phases.values())
     figures: dict[str, float | int | str] = {
-        "env": args.env,
+        "env": setup.env,
         "frames_per_iteration": frames,
         "epochs": config.epochs,
         "minibatch_size": config.minibatch_size,
+        "update_path": "plain" if args.plain else "fixed_shape",
+        "cuda_graphs": bool(updaters) and next(iter(updaters.values())).graphed,
     }
     for key, values in phases.items():
         figures[f"{key}_ms"] = 1000 * statistics.median(values)

@@ -67,7 +67,7 @@ def _time(setup, runner: Callable, only_active: bool, args) -> float:
     env = GraphIsomorphismEnv(
         setup.pairs,
         setup.protocol,
-        setup.params.rewards.build(),
+        setup.rewards,
         args.batch_size,
         seed=0,
         device=setup.device,

@@ -21,8 +21,6 @@ import torch
 from _common import paper_setup, parser, peak_memory, report
 
 from pvg_pipeline.pvg import evaluation
-from pvg_pipeline.pvg.graphs.generation import generate_graph_pairs
-from pvg_pipeline.pvg.graphs.primes import first_primes
 from pvg_pipeline.pvg.trainers.ppo import PPOConfig, train_ppo
 
 
@@ -35,17 +33,20 @@ def main() -> None:
     options = parser(__doc__.splitlines()[0])
     options.add_argument("--minutes", type=float, default=6.0)
     options.add_argument("--train-pairs", type=int, default=10_000)
-    args = options.parse_args()
-    setup = paper_setup(args, num_pairs=args.train_pairs)
-    params, device = setup.params, setup.device
-    data = params.data_generation
-    test_pairs = generate_graph_pairs(
-        replace(data.generation_spec(data.test)),
-        first_primes(data.hash_size),
-        progress=False,
+    options.add_argument("--test-pairs", type=int, default=1_000)
+    options.add_argument(
+        "--no-cuda-graphs", action="store_true", help="eager steps on CUDA"
     )
-    configured = PPOConfig(**params.trainer.ppo.model_dump())
-    config = replace(configured, iterations=10**9, checkpoint_interval=10**9)
+    args = options.parse_args()
+    setup = paper_setup(args, num_pairs=args.train_pairs, test_pairs=args.test_pairs)
+    device = setup.device
+    configured = PPOConfig(**setup.ppo)
+    config = replace(
+        configured,
+        iterations=10**9,
+        checkpoint_interval=10**9,
+        cuda_graphs=not args.no_cuda_graphs,
+    )
     stamps: list[float] = []
     deadline = time.perf_counter() + 60 * args.minutes
 
@@ -53,6 +54,12 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
+        if len(stamps) % 100 == 0:
+            print(
+                f"iteration {len(stamps)}: {stamps[-1] - start:.1f} s, "
+                f"rollout accuracy {metrics['verifier_accuracy']:.3f}",
+                flush=True,
+            )
         if stamps[-1] > deadline:
             raise _OutOfTime
 
@@ -61,10 +68,10 @@ def main() -> None:
         train_ppo(
             setup.agents,
             setup.protocol,
-            params.rewards.build(),
+            setup.rewards,
             setup.pairs,
             config,
-            params.seed,
+            setup.seed,
             device,
             on_iteration=on_iteration,
             progress=False,
@@ -76,11 +83,14 @@ def main() -> None:
     per_iteration = statistics.median(steady)
     frames = config.num_envs * config.steps_per_iteration
     agents = {name: agent.cpu() for name, agent in setup.agents.items()}
-    episodes = evaluation.play_episodes(agents, setup.protocol, test_pairs)
+    episodes = evaluation.play_episodes(agents, setup.protocol, setup.test_pairs)
     figures: dict[str, float | int | str] = {
-        "env": args.env,
+        "env": setup.env,
         "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+        "cuda_graphs": config.cuda_graphs and device.type == "cuda",
         "iterations_run": len(stamps),
+        "first_iteration_seconds": durations[0],
         "iteration_seconds": per_iteration,
         "training_frames_per_second": frames / per_iteration,
         "projected_minutes_for_configured_run": per_iteration

@@ -291,6 +291,7 @@ class PPOParams(ParameterBlock):
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 0.5
     normalize_advantage: bool = True
+    cuda_graphs: bool = True
 
 
 class SoloAgentParams(ParameterBlock):

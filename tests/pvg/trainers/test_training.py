@@ -195,7 +195,8 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_checkpoint(
     assert CheckpointStore(run_dir, {}).iterations() == [2]
 
 
-def test_losses_use_only_the_steps_where_the_agent_acted(easy):
+@pytest.mark.parametrize("path", ["fixed_shape", "plain"])
+def test_losses_use_only_the_steps_where_the_agent_acted(easy, path, monkeypatch):
     train, _ = easy
     protocol = build_protocol("pvg", max_message_rounds=4)
     torch.manual_seed(0)
@@ -212,19 +213,18 @@ def test_losses_use_only_the_steps_where_the_agent_acted(easy):
     )
     from pvg_pipeline.pvg.trainers import ppo as ppo_module
 
+    if path == "plain":
+        monkeypatch.setattr(ppo_module, "make_updaters", lambda *args: {})
     seen = {}
-    original = ppo_module._update_agent
+    original = ppo_module.collect
 
-    def spy(agent, optimizer, experience, advantages, returns, index, config, shuffle):
-        seen[index] = int(experience.data["active"][..., index].sum())
-        return original(
-            agent, optimizer, experience, advantages, returns, index, config, shuffle
-        )
+    def spy(*args):
+        experience = original(*args)
+        active = experience.data["active"]
+        seen.update({i: int(active[..., i].sum()) for i in range(active.shape[-1])})
+        return experience
 
-    ppo_module._update_agent = spy
-    try:
-        train_ppo(agents, protocol, Rewards(), train, config, 0, CPU, progress=False)
-    finally:
-        ppo_module._update_agent = original
+    monkeypatch.setattr(ppo_module, "collect", spy)
+    train_ppo(agents, protocol, Rewards(), train, config, 0, CPU, progress=False)
     assert rows == {"prover": 3 * seen[0], "verifier": 3 * seen[1]}
     assert 0 < seen[0] < 64 and 0 < seen[1] < 64

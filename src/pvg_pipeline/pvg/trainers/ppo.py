@@ -30,7 +30,13 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
 )
 from pvg_pipeline.pvg.trainers.advantages import masked_gae
 from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore, TrainingState
+from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
 from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
+from pvg_pipeline.pvg.trainers.update_step import (
+    AgentUpdater,
+    LossWeights,
+    flattenable,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,6 +61,17 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True
     checkpoint_interval: int = 10
+    cuda_graphs: bool = True
+
+    def loss_weights(self) -> LossWeights:
+        """The settings a gradient step needs."""
+        return LossWeights(
+            self.clip_epsilon,
+            self.entropy_coefficient,
+            self.value_coefficient,
+            self.max_grad_norm,
+            self.normalize_advantage,
+        )
 
 
 def train_ppo(
@@ -88,63 +105,77 @@ def train_ppo(
     )
     for agent in agents.values():
         agent.to(device).eval()  # see docs: batch norm uses running statistics
-    policy = MultiAgentPolicy(agents, protocol)
+    policy = acting_policy(agents, protocol, config, device)
     trainable = {n: a for n, a in agents.items() if any(True for _ in a.parameters())}
-    optimizers = {
-        name: torch.optim.Adam(agent.parameters(), lr=config.learning_rate)
-        for name, agent in trainable.items()
-    }
-    shuffle = torch.Generator().manual_seed(seed + 1)
-    history: list[dict[str, float]] = []
-    start_iteration = 0
-    if resume is not None:
-        start_iteration, history = resume.restore(agents, optimizers, env, shuffle)
-    bar = tqdm(
-        range(start_iteration, config.iterations),
-        initial=start_iteration,
-        total=config.iterations,
-        desc="ppo",
-        disable=not progress,
+    updaters = make_updaters(agents, trainable, config)
+    optimizers: dict[str, torch.optim.Optimizer] = (
+        {name: updater.optimizer for name, updater in updaters.items()}
+        if updaters
+        else {
+            name: torch.optim.Adam(agent.parameters(), lr=config.learning_rate)
+            for name, agent in trainable.items()
+        }
     )
-    for iteration in bar:
-        started = time.perf_counter()
-        with torch.no_grad():
-            experience = collect(env, policy, config.steps_per_iteration)
-            advantages, returns = compute_advantages(experience, agents, config)
-        metrics = _episode_metrics(experience, protocol)
-        losses = update_agents(
-            agents, optimizers, experience, advantages, returns, config, shuffle
+    try:
+        shuffle = torch.Generator().manual_seed(seed + 1)
+        history: list[dict[str, float]] = []
+        start_iteration = 0
+        if resume is not None:
+            start_iteration, history = resume.restore(agents, optimizers, env, shuffle)
+        bar = tqdm(
+            range(start_iteration, config.iterations),
+            initial=start_iteration,
+            total=config.iterations,
+            desc="ppo",
+            disable=not progress,
         )
-        for name, agent_losses in losses.items():
-            for key, value in agent_losses.items():
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"{key} of agent {name!r} is {value} at iteration "
-                        f"{iteration + 1}; the last good checkpoint is kept"
-                        + (f" in {checkpoints.directory}" if checkpoints else "")
-                    )
-                metrics[f"{key}_{name}"] = value
-        frames = config.num_envs * config.steps_per_iteration
-        metrics = {"iteration": iteration + 1, **metrics}
-        metrics["frames_per_second"] = frames / (time.perf_counter() - started)
-        history.append(metrics)
-        bar.set_postfix(
-            fps=f"{metrics['frames_per_second']:.0f}",
-            acc=f"{metrics['verifier_accuracy']:.2f}",
-            **{n: f"{metrics[f'reward_{n}']:.2f}" for n in protocol.agents},
-        )
-        if on_iteration is not None:
-            on_iteration(metrics)
-        if (
-            checkpoints is not None
-            and (iteration + 1) % config.checkpoint_interval == 0
-        ):
-            checkpoints.save(
-                TrainingState.capture(
-                    iteration + 1, agents, optimizers, env, shuffle, history
+        for iteration in bar:
+            started = time.perf_counter()
+            with torch.no_grad():
+                experience = collect(env, policy, config.steps_per_iteration)
+                advantages, returns = compute_advantages(experience, agents, config)
+            metrics = _episode_metrics(experience, protocol)
+            if updaters:
+                losses = update_agents_fixed_shape(
+                    updaters, experience, advantages, returns, config, shuffle
                 )
+            else:
+                losses = update_agents(
+                    agents, optimizers, experience, advantages, returns, config, shuffle
+                )
+            for name, agent_losses in losses.items():
+                for key, value in agent_losses.items():
+                    if not math.isfinite(value):
+                        raise TrainingDiverged(
+                            f"{key} of agent {name!r} is {value} at iteration "
+                            f"{iteration + 1}; the last good checkpoint is kept"
+                            + (f" in {checkpoints.directory}" if checkpoints else "")
+                        )
+                    metrics[f"{key}_{name}"] = value
+            frames = config.num_envs * config.steps_per_iteration
+            metrics = {"iteration": iteration + 1, **metrics}
+            metrics["frames_per_second"] = frames / (time.perf_counter() - started)
+            history.append(metrics)
+            bar.set_postfix(
+                fps=f"{metrics['frames_per_second']:.0f}",
+                acc=f"{metrics['verifier_accuracy']:.2f}",
+                **{n: f"{metrics[f'reward_{n}']:.2f}" for n in protocol.agents},
             )
-    return history
+            if on_iteration is not None:
+                on_iteration(metrics)
+            if (
+                checkpoints is not None
+                and (iteration + 1) % config.checkpoint_interval == 0
+            ):
+                checkpoints.save(
+                    TrainingState.capture(
+                        iteration + 1, agents, optimizers, env, shuffle, history
+                    )
+                )
+        return history
+    finally:
+        for updater in updaters.values():
+            updater.release()
 
 
 def compute_advantages(
@@ -179,6 +210,93 @@ def compute_advantages(
     )
 
 
+def acting_policy(
+    agents: Mapping[str, nn.Module],
+    protocol: Protocol,
+    config: PPOConfig,
+    device: torch.device,
+) -> MultiAgentPolicy | GraphedPolicy:
+    """The collection policy: only the acting agent's rows on CPU; on CUDA (with
+    ``cuda_graphs``) every agent on every row, replayed as one CUDA graph."""
+    if config.cuda_graphs and device.type == "cuda":
+        return GraphedPolicy(MultiAgentPolicy(agents, protocol, only_active=False))
+    return MultiAgentPolicy(agents, protocol)
+
+
+def make_updaters(
+    agents: Mapping[str, nn.Module],
+    trainable: Mapping[str, nn.Module],
+    config: PPOConfig,
+) -> dict[str, AgentUpdater]:
+    """Fixed-shape updaters for the trainable agents (none when agents share
+    parameters: those are trained by the plain path)."""
+    if not flattenable(dict(trainable)):
+        return {}
+    capacity = config.num_envs * config.steps_per_iteration
+    return {
+        name: AgentUpdater(
+            agent,
+            index,
+            capacity,
+            min(config.minibatch_size, capacity),
+            config.learning_rate,
+            config.loss_weights(),
+            cuda_graph=config.cuda_graphs,
+        )
+        for index, (name, agent) in enumerate(agents.items())
+        if name in trainable
+    }
+
+
+def minibatch_plan(
+    acted: Tensor, epochs: int, minibatch_size: int, shuffle: torch.Generator
+) -> tuple[Tensor, list[int]]:
+    """Frame rows of every minibatch of every epoch, padded to ``minibatch_size``.
+
+    Draws the same permutations as the plain path. Returns ``(steps, minibatch)``
+    rows (padding repeats the minibatch's first sample) and each step's number of
+    real samples.
+    """
+    acted_rows = acted.nonzero().squeeze(1).cpu()
+    count = len(acted_rows)
+    plans, sizes = [], []
+    for _ in range(epochs):
+        order = acted_rows[torch.randperm(count, generator=shuffle)]
+        for start in range(0, count, minibatch_size):
+            rows = order[start : start + minibatch_size]
+            padding = rows[:1].expand(minibatch_size - len(rows))
+            plans.append(torch.cat([rows, padding]))
+            sizes.append(len(rows))
+    if not plans:
+        return torch.zeros(0, minibatch_size, dtype=torch.int64), []
+    return torch.stack(plans), sizes
+
+
+def update_agents_fixed_shape(
+    updaters: Mapping[str, AgentUpdater],
+    experience: Experience,
+    advantages: Tensor,
+    returns: Tensor,
+    config: PPOConfig,
+    shuffle: torch.Generator,
+) -> dict[str, dict[str, float]]:
+    """PPO epochs for every agent through its :class:`AgentUpdater` (fast path):
+    same minibatches and losses as :func:`update_agents`."""
+    data = experience.data.reshape(-1)
+    losses = {}
+    for name, updater in updaters.items():
+        index = updater.index
+        updater.load(
+            data, advantages[..., index].reshape(-1), returns[..., index].reshape(-1)
+        )
+        rows, sizes = minibatch_plan(
+            data["active"][:, index], config.epochs, updater.minibatch_size, shuffle
+        )
+        steps = updater.run(rows, sizes)
+        losses[name] = updater.mean_losses(steps)
+    return losses
+
+
 def update_agents(
     agents: Mapping[str, nn.Module],
     optimizers: Mapping[str, torch.optim.Optimizer],
@@ -188,7 +306,11 @@ def update_agents(
     config: PPOConfig,
     shuffle: torch.Generator,
 ) -> dict[str, dict[str, float]]:
-    """PPO epochs for every agent that has an optimiser; mean losses per agent."""
+    """PPO epochs for every agent that has an optimiser; mean losses per agent.
+
+    The plain reference path (variable-size minibatches, per-parameter Adam); the
+    trainer uses :func:`update_agents_fixed_shape` unless agents share parameters.
+    """
     return {
         name: _update_agent(
             agent,

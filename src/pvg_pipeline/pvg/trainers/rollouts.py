@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 
 from pvg_pipeline.pvg.protocols import Decision
@@ -14,7 +15,6 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS, step
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 
 _STORED = (*OBSERVATION_KEYS, "node", "decision", "log_prob", "value")
 
@@ -52,7 +52,9 @@ class Experience:
 
 
 def collect(
-    env: GraphIsomorphismEnv, policy: MultiAgentPolicy, steps: int
+    env: GraphIsomorphismEnv,
+    policy: Callable[[TensorDictBase], TensorDictBase],
+    steps: int,
 ) -> Experience:
     """Play ``steps`` rounds in every environment, starting from fresh episodes.
 
@@ -66,7 +68,8 @@ def collect(
     batch, num_agents = state["active"].shape
     episode_return = torch.zeros(batch, num_agents, device=env.device)
     stored, rewards, dones = [], [], []
-    outcomes: dict[str, list[Tensor]] = {
+    # Per-step full tensors, masked once at the end: no host sync inside the loop.
+    ended: dict[str, list[Tensor]] = {
         "decision": [],
         "label": [],
         "rounds": [],
@@ -85,18 +88,21 @@ def collect(
         )
         rewards.append(reward)
         dones.append(done)
-        episode_return += reward
-        outcomes["decision"].append(state["decision"][done])
-        outcomes["label"].append(state["label"][done])
-        outcomes["rounds"].append(state["round"][done])
-        outcomes["returns"].append(episode_return[done])
+        episode_return = episode_return + reward
+        ended["decision"].append(state["decision"])
+        ended["label"].append(state["label"])
+        ended["rounds"].append(state["round"])
+        ended["returns"].append(episode_return)
         episode_return = torch.where(done[:, None], 0.0, episode_return)
         state = env.replace_finished(state, done)
     env._state = state
+    done_steps = torch.stack(dones)
     return Experience(
         data=torch.stack(stored),
         reward=torch.stack(rewards),
-        done=torch.stack(dones),
+        done=done_steps,
         final_observation=state.select(*OBSERVATION_KEYS),
-        outcomes=EpisodeOutcomes(**{k: torch.cat(v) for k, v in outcomes.items()}),
+        outcomes=EpisodeOutcomes(
+            **{k: torch.stack(v)[done_steps] for k, v in ended.items()}
+        ),
     )

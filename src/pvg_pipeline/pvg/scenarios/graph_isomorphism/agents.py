@@ -188,7 +188,7 @@ class AgentBody(nn.Module):
         graph_of = torch.cat(
             [
                 torch.full((2,), -1, device=device),
-                torch.arange(2, device=device).repeat_interleave(n),
+                torch.arange(2 * n, device=device) // n,  # graph of each node
             ]
         )
         is_pool = graph_of == -1

@@ -120,27 +120,29 @@ class GraphIsomorphismEnv(EnvBase):
         b, n = self.batch_size[0], self.max_nodes
         agents, rounds = len(self.protocol.agents), self.protocol.max_rounds
         channels = len(self.protocol.channels)
-        shape = self.batch_size
+        shape, d = self.batch_size, self.device  # every spec on the env device
         self.observation_spec = Composite(
-            adjacency=Binary(shape=(b, 2, n, n), dtype=torch.bool),
-            node_mask=Binary(shape=(b, 2, n), dtype=torch.bool),
-            message_history=Bounded(0.0, 1.0, shape=(b, rounds, channels, 2, n)),
-            round=Bounded(0, rounds, shape=(b,), dtype=torch.int64),
-            active=Binary(shape=(b, agents), dtype=torch.bool),
-            decision_allowed=Binary(shape=(b,), dtype=torch.bool),
+            adjacency=Binary(shape=(b, 2, n, n), dtype=torch.bool, device=d),
+            node_mask=Binary(shape=(b, 2, n), dtype=torch.bool, device=d),
+            message_history=Bounded(
+                0.0, 1.0, shape=(b, rounds, channels, 2, n), device=d
+            ),
+            round=Bounded(0, rounds, shape=(b,), dtype=torch.int64, device=d),
+            active=Binary(shape=(b, agents), dtype=torch.bool, device=d),
+            decision_allowed=Binary(shape=(b,), dtype=torch.bool, device=d),
             shape=shape,
             device=self.device,
         )
         self.action_spec = Composite(
-            node=Categorical(2 * n, shape=(b, agents)),
-            decision=Categorical(len(Decision), shape=(b,)),
+            node=Categorical(2 * n, shape=(b, agents), device=d),
+            decision=Categorical(len(Decision), shape=(b,), device=d),
             shape=shape,
             device=self.device,
         )
         self.reward_spec = Unbounded(shape=(b, agents), device=self.device)
         self.done_spec = Composite(
-            done=Categorical(2, shape=(b, 1), dtype=torch.bool),
-            terminated=Categorical(2, shape=(b, 1), dtype=torch.bool),
+            done=Categorical(2, shape=(b, 1), dtype=torch.bool, device=d),
+            terminated=Categorical(2, shape=(b, 1), dtype=torch.bool, device=d),
             shape=shape,
             device=self.device,
         )

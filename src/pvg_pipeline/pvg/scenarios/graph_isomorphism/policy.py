@@ -44,9 +44,11 @@ def restrict_decisions(
     logits: Float[Tensor, "batch 3"], allowed: Bool[Tensor, "batch"]
 ) -> Float[Tensor, "batch 3"]:
     """Where a decision cannot count, only ``continue`` has probability (log-prob 0)."""
-    blocked = torch.zeros_like(logits, dtype=torch.bool)
-    blocked[:, [Decision.REJECT, Decision.ACCEPT]] = True
-    return logits.masked_fill(blocked & ~allowed[:, None], float("-inf"))
+    # Built on the device (no host-to-device copy, so CUDA graphs can hold it).
+    is_verdict = torch.arange(logits.shape[-1], device=logits.device) != int(
+        Decision.CONTINUE
+    )
+    return logits.masked_fill(is_verdict & ~allowed[:, None], float("-inf"))
 
 
 def action_log_prob(

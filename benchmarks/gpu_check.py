@@ -1,0 +1,150 @@
+"""GPU check: the CUDA-graph paths compute what the eager paths compute.
+
+Usage::
+
+    python benchmarks/gpu_check.py --bundle bundle.pt --device cuda
+
+On one collection of the bundle's configuration it compares, on the GPU:
+
+- one captured PPO gradient step with the plain eager step (losses, clipped
+  gradient, parameter update), and a full iteration of captured steps with the
+  plain update (mean losses; the parameter gap is printed only: over 80 Adam
+  steps rounding differences grow chaotically, 0.34 for the prover between the
+  plain path on 1 and 2 CPU threads);
+- the captured acting step with an eager re-scoring of the same actions.
+
+Prints one PASS/FAIL line per check and exits non-zero on a failure.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import replace
+
+import torch
+from _common import paper_setup, parser
+
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
+    GraphIsomorphismEnv,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
+    MultiAgentPolicy,
+    action_log_prob,
+)
+from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers.rollouts import collect
+
+
+def _flat(agent: torch.nn.Module, grad: bool = False) -> torch.Tensor:
+    return torch.cat(
+        [(p.grad if grad else p).detach().reshape(-1) for p in agent.parameters()]
+    )
+
+
+def main() -> None:
+    """Run the checks."""
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    setup = paper_setup(args, num_pairs=4_000)
+    agents, protocol, device = setup.agents, setup.protocol, setup.device
+    config = replace(ppo.PPOConfig(**setup.ppo), cuda_graphs=True)
+    env = GraphIsomorphismEnv(
+        setup.pairs, protocol, setup.rewards, config.num_envs, 0, device
+    )
+    failures = 0
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        nonlocal failures
+        failures += not ok
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+
+    graphed = ppo.acting_policy(agents, protocol, config, device)
+    with torch.no_grad():
+        experience = collect(env, graphed, config.steps_per_iteration)
+        advantages, returns = ppo.compute_advantages(experience, agents, config)
+        data = experience.data.reshape(-1)
+        worst = 0.0
+        for index, agent in enumerate(agents.values()):
+            rows = data["active"][:, index]
+            mb = data[rows]
+            output = agent(*(mb[k] for k in OBSERVATION_KEYS[:4]))
+            log_prob, _, _ = action_log_prob(
+                output, mb["node"][:, index], mb["decision"], mb["decision_allowed"]
+            )
+            worst = max(worst, float((log_prob - mb["log_prob"][:, index]).abs().max()))
+    check(
+        "captured acting step", worst < 1e-4, f"max |log-prob difference| {worst:.2e}"
+    )
+    eager = MultiAgentPolicy(agents, protocol)
+    with torch.no_grad():
+        eager_experience = collect(env, eager, 2)
+    check(
+        "eager acting step still runs",
+        eager_experience.data.batch_size[0] == 2,
+        "2 steps collected",
+    )
+
+    for label, settings in [
+        ("one captured gradient step", replace(config, epochs=1, minibatch_size=4096)),
+        ("one iteration of captured steps", config),
+    ]:
+        plain_agents = copy.deepcopy(agents)
+        optimizers = {
+            n: torch.optim.Adam(a.parameters(), lr=settings.learning_rate)
+            for n, a in plain_agents.items()
+        }
+        plain_losses = ppo.update_agents(
+            plain_agents,
+            optimizers,
+            experience,
+            advantages,
+            returns,
+            settings,
+            torch.Generator().manual_seed(1),
+        )
+        fast_agents = copy.deepcopy(agents)
+        updaters = ppo.make_updaters(fast_agents, fast_agents, settings)
+        losses = ppo.update_agents_fixed_shape(
+            updaters,
+            experience,
+            advantages,
+            returns,
+            settings,
+            torch.Generator().manual_seed(1),
+        )
+        for name, updater in updaters.items():
+            check(f"{label} is a CUDA graph ({name})", updater.graphed, "")
+            # The policy loss is ~0 (normalised advantages); compare it absolutely.
+            loss_gap = max(
+                abs(losses[name][k] - plain_losses[name][k])
+                / (1.0 if k == "policy_loss" else max(abs(plain_losses[name][k]), 1e-3))
+                for k in losses[name]
+            )
+            # One step must agree to rounding; over a whole iteration the
+            # chaotic growth (below) also moves the mean losses by ~1-2 %.
+            limit = 1e-3 if settings.epochs == 1 else 5e-2
+            check(f"{label}: losses ({name})", loss_gap < limit, f"{loss_gap:.2e}")
+            if settings.epochs == 1:
+                plain_grad = _flat(plain_agents[name], grad=True)
+                gap = float(
+                    (updater.flat.parameter.grad - plain_grad).norm()
+                    / plain_grad.norm()
+                )
+                check(f"{label}: gradient ({name})", gap < 1e-4, f"{gap:.2e}")
+            updater.release()
+            start = _flat(agents[name])
+            plain_step = _flat(plain_agents[name]) - start
+            fast_step = _flat(fast_agents[name]) - start
+            gap = float((fast_step - plain_step).norm() / plain_step.norm())
+            if settings.epochs == 1:
+                check(f"{label}: parameter update ({name})", gap < 2e-2, f"{gap:.2e}")
+            else:
+                # Over 80 Adam steps rounding grows chaotically (the plain path
+                # against itself with 1 vs 2 CPU threads: 0.34 for the prover).
+                print(f"INFO {label}: parameter update gap ({name}) {gap:.2e}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

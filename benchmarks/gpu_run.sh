@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 7's GPU check, as one command on the lent GPU machine (see
+# docs/performance.md). Expects wheels of tensordict, torchrl and their missing
+# dependencies in .whl/ and a bundle written by
+#   .venv/bin/python benchmarks/make_bundle.py --env gi_ppo --output .gpu/bundle.pt
+# Results go to $OUT (or ./gpu-results). About 8 minutes.
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-$PWD/gpu-results}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/src
+BUNDLE=$PWD/.gpu/bundle.pt
+cd benchmarks || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, tensordict, torchrl; print('torch', torch.__version__, \
+'tensordict', tensordict.__version__, 'torchrl', torchrl.__version__)" || exit 1
+timeout 90 python3 gpu_check.py --bundle "$BUNDLE" --device cuda 2>&1 | tee "$OUT/gpu_check.log"
+timeout 60 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
+  --output "$OUT/ppo_cuda_graphs.json"
+timeout 45 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 2 \
+  --no-cuda-graphs --output "$OUT/ppo_cuda_eager.json"
+timeout 320 python3 train_throughput.py --bundle "$BUNDLE" --device cuda --minutes 4.5 \
+  --output "$OUT/train_throughput_cuda.json"
