@@ -45,10 +45,13 @@ def _flat(agent: torch.nn.Module, grad: bool = False) -> torch.Tensor:
 
 def main() -> None:
     """Run the checks."""
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    options = parser(__doc__.splitlines()[0])
+    options.add_argument("--compile", action="store_true", help="torch.compile loss")
+    options.add_argument("--one-step-only", action="store_true")
+    args = options.parse_args()
     setup = paper_setup(args, num_pairs=4_000)
     agents, protocol, device = setup.agents, setup.protocol, setup.device
-    config = replace(ppo.PPOConfig(**setup.ppo), cuda_graphs=True)
+    config = replace(ppo.PPOConfig(**setup.ppo), cuda_graphs=True, compile=args.compile)
     env = GraphIsomorphismEnv(
         setup.pairs, protocol, setup.rewards, config.num_envs, 0, device
     )
@@ -88,7 +91,7 @@ def main() -> None:
     for label, settings in [
         ("one captured gradient step", replace(config, epochs=1, minibatch_size=4096)),
         ("one iteration of captured steps", config),
-    ]:
+    ][: 1 if args.one_step_only else 2]:
         plain_agents = copy.deepcopy(agents)
         optimizers = {
             n: torch.optim.Adam(a.parameters(), lr=settings.learning_rate)

@@ -39,11 +39,12 @@ def main() -> None:
     options.add_argument(
         "--no-cuda-graphs", action="store_true", help="eager steps on CUDA"
     )
+    options.add_argument("--compile", action="store_true", help="torch.compile loss")
     args = options.parse_args()
     setup = paper_setup(args, num_pairs=2_000)
     agents, protocol, device = setup.agents, setup.protocol, setup.device
     config = ppo.PPOConfig(**setup.ppo)
-    config = replace(config, cuda_graphs=not args.no_cuda_graphs)
+    config = replace(config, cuda_graphs=not args.no_cuda_graphs, compile=args.compile)
     env = GraphIsomorphismEnv(
         setup.pairs, protocol, setup.rewards, config.num_envs, 0, device
     )
@@ -85,6 +86,7 @@ def main() -> None:
         "epochs": config.epochs,
         "minibatch_size": config.minibatch_size,
         "update_path": "plain" if args.plain else "fixed_shape",
+        "compile": config.compile,
         "cuda_graphs": bool(updaters) and next(iter(updaters.values())).graphed,
     }
     for key, values in phases.items():

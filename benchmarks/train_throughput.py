@@ -37,6 +37,7 @@ def main() -> None:
     options.add_argument(
         "--no-cuda-graphs", action="store_true", help="eager steps on CUDA"
     )
+    options.add_argument("--compile", action="store_true", help="torch.compile loss")
     args = options.parse_args()
     setup = paper_setup(args, num_pairs=args.train_pairs, test_pairs=args.test_pairs)
     device = setup.device
@@ -46,6 +47,7 @@ def main() -> None:
         iterations=10**9,
         checkpoint_interval=10**9,
         cuda_graphs=not args.no_cuda_graphs,
+        compile=args.compile,
     )
     stamps: list[float] = []
     deadline = time.perf_counter() + 60 * args.minutes
@@ -89,6 +91,7 @@ def main() -> None:
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
         "cuda_graphs": config.cuda_graphs and device.type == "cuda",
+        "compile": config.compile,
         "iterations_run": len(stamps),
         "first_iteration_seconds": durations[0],
         "iteration_seconds": per_iteration,

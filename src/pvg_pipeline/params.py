@@ -292,6 +292,7 @@ class PPOParams(ParameterBlock):
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 0.5
     normalize_advantage: bool = True
     cuda_graphs: bool = True
+    compile: bool = False
 
 
 class SoloAgentParams(ParameterBlock):

@@ -37,7 +37,7 @@ def collection(prime_table):
     return agents, experience, advantages, returns
 
 
-def _update_both_ways(collection, config, fixed_shape):
+def _update_both_ways(collection, config, fixed_shape, compile_loss=False):
     """Plain and fixed-shape updates from the same agents and permutations."""
     agents, experience, advantages, returns = collection
     plain_agents = copy.deepcopy(agents)
@@ -58,6 +58,7 @@ def _update_both_ways(collection, config, fixed_shape):
     updaters = ppo.make_updaters(fast_agents, fast_agents, config)
     for updater in updaters.values():
         updater.fixed_shape = fixed_shape  # padded minibatches, as in the graph
+        updater.compile_loss = compile_loss
     fast_losses = ppo.update_agents_fixed_shape(
         updaters,
         experience,
@@ -69,11 +70,18 @@ def _update_both_ways(collection, config, fixed_shape):
     return plain_agents, plain_losses, fast_agents, fast_losses, updaters
 
 
-@pytest.mark.parametrize("fixed_shape", [False, True])
-def test_one_step_has_the_plain_gradient(collection, fixed_shape):
+@pytest.mark.parametrize(
+    "fixed_shape, compile_loss",
+    [
+        (False, False),
+        (True, False),
+        pytest.param(True, True, marks=pytest.mark.slow, id="compiled"),
+    ],
+)
+def test_one_step_has_the_plain_gradient(collection, fixed_shape, compile_loss):
     one_step = replace(CONFIG, epochs=1, minibatch_size=10_000)
     plain_agents, plain_losses, _, fast_losses, updaters = _update_both_ways(
-        collection, one_step, fixed_shape
+        collection, one_step, fixed_shape, compile_loss
     )
     for name, updater in updaters.items():
         assert fast_losses[name] == pytest.approx(
@@ -85,6 +93,8 @@ def test_one_step_has_the_plain_gradient(collection, fixed_shape):
             updater.flat.parameter.grad, plain_grad, rtol=1e-4, atol=1e-7
         )
         assert plain_grad.norm() > 0
+        compiled = updater._loss != updater._losses
+        assert compiled == compile_loss
         updater.release()
 
 

@@ -83,7 +83,16 @@ class TrainingState:
         for name, agent in agents.items():
             agent.load_state_dict(self.agents[name])
         for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(self.optimizers[name])
+            try:
+                optimizer.load_state_dict(self.optimizers[name])
+            except ValueError as error:
+                # e.g. per-parameter Adam state (older checkpoints, or a shared
+                # body) against the trainer's one flat buffer per agent.
+                raise ValueError(
+                    f"the optimiser state of agent {name!r} in this checkpoint does "
+                    f"not fit the run's optimiser ({error}); it was written by "
+                    "another version or agent layout: start a new run"
+                ) from error
         torch.set_rng_state(self.rng["torch"])
         if "cuda" in self.rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self.rng["cuda"])

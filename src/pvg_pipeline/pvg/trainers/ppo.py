@@ -62,6 +62,7 @@ class PPOConfig:
     normalize_advantage: bool = True
     checkpoint_interval: int = 10
     cuda_graphs: bool = True
+    compile: bool = False
 
     def loss_weights(self) -> LossWeights:
         """The settings a gradient step needs."""
@@ -242,6 +243,7 @@ def make_updaters(
             config.learning_rate,
             config.loss_weights(),
             cuda_graph=config.cuda_graphs,
+            compile_loss=config.compile,
         )
         for index, (name, agent) in enumerate(agents.items())
         if name in trainable

@@ -22,6 +22,7 @@ The two paths agree to float rounding (tested).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -115,6 +116,9 @@ class AgentUpdater:
         PPO settings.
     cuda_graph
         Capture the step as a CUDA graph (CUDA devices only; ignored on CPU).
+    compile_loss
+        ``torch.compile`` the loss (forward and backward) before capturing; pays
+        off on a GPU only (fixed shapes, no recompilation).
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class AgentUpdater:
         learning_rate: float,
         weights: LossWeights,
         cuda_graph: bool = True,
+        compile_loss: bool = False,
     ) -> None:
         self.agent = agent
         self.index = index
@@ -147,6 +152,8 @@ class AgentUpdater:
         self._rows = torch.zeros(minibatch_size, dtype=torch.int64, device=device)
         self._weight = torch.zeros(minibatch_size, device=device)
         self.totals = torch.zeros(len(LOSS_NAMES), device=device)
+        self.compile_loss = compile_loss
+        self._loss: Callable[..., tuple[Tensor, Tensor]] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
 
     # -- per iteration ------------------------------------------------------------
@@ -214,9 +221,33 @@ class AgentUpdater:
 
     def _step(self) -> None:
         assert self._frames is not None, "load() a collection first"
-        mb = {k: v.index_select(0, self._rows) for k, v in self._frames.items()}
-        valid = self._weight > 0
-        count = self._weight.sum()
+        if self._loss is None:
+            # Fused forward/backward kernels mean fewer launches inside the graph;
+            # compiling needs the fixed shapes (no recompilation per minibatch).
+            compiled = self.compile_loss and self.fixed_shape
+            self._loss = torch.compile(self._losses) if compiled else self._losses
+        grad = self.flat.parameter.grad
+        grad.zero_()
+        loss, losses = self._loss(self._frames, self._rows, self._weight)
+        loss.backward()
+        # clip_grad_norm_ without a host sync: one norm over the flat gradient.
+        scale = (self.weights.max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)
+        grad.mul_(scale)
+        self.optimizer.step()
+        with torch.no_grad():
+            self.totals += losses.detach()
+
+    def _losses(
+        self,
+        frames: dict[str, Tensor],
+        rows: Int64[Tensor, "row"],
+        weight: Float[Tensor, "row"],
+    ) -> tuple[Tensor, Float[Tensor, "4"]]:
+        """The PPO loss of the minibatch ``rows`` (weight-0 rows are padding) and
+        the four reported losses (:data:`LOSS_NAMES`)."""
+        mb = {k: v.index_select(0, rows) for k, v in frames.items()}
+        valid = weight > 0
+        count = weight.sum()
         output = self.agent(*(mb[key] for key in _INPUT_KEYS[:4]))
         log_prob, entropy, decision_entropy = action_log_prob(
             output, mb["node"], mb["decision"], mb["decision_allowed"]
@@ -241,22 +272,15 @@ class AgentUpdater:
             + w.value_coefficient * value_loss
             - w.entropy_coefficient * entropy_mean
         )
-        grad = self.flat.parameter.grad
-        grad.zero_()
-        loss.backward()
-        # clip_grad_norm_ without a host sync: one norm over the flat gradient.
-        scale = (w.max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)
-        grad.mul_(scale)
-        self.optimizer.step()
-        with torch.no_grad():
-            self.totals += torch.stack(
-                [
-                    policy_loss,
-                    value_loss,
-                    entropy_mean,
-                    masked_mean(decision_entropy, valid, count),
-                ]
-            ).detach()
+        reported = torch.stack(
+            [
+                policy_loss,
+                value_loss,
+                entropy_mean,
+                masked_mean(decision_entropy, valid, count),
+            ]
+        )
+        return loss, reported
 
     def _capture(self) -> None:
         """Warm up on a side stream, undo the warm-up's effects, capture one step.
