@@ -150,3 +150,39 @@ def test_shared_bodies_are_left_to_the_plain_path():
     assert not flattenable(shared)
     assert ppo.make_updaters(shared, shared, CONFIG) == {}
     assert flattenable(build_agents(protocol, SMALL, SMALL, 8))
+
+
+def _fast_update(collection, concurrent):
+    agents, experience, advantages, returns = collection
+    agents = copy.deepcopy(agents)
+    updaters = ppo.make_updaters(agents, agents, CONFIG)
+    losses = ppo.update_agents_fixed_shape(
+        updaters,
+        experience,
+        advantages,
+        returns,
+        CONFIG,
+        torch.Generator().manual_seed(1),
+        concurrent=concurrent,
+    )
+    for updater in updaters.values():
+        updater.release()
+    return agents, losses
+
+
+def test_concurrent_agent_updates_are_reproducible_and_match(collection):
+    threads = torch.get_num_threads()
+    first, first_losses = _fast_update(collection, concurrent=True)
+    assert torch.get_num_threads() == threads  # restored after the worker threads
+    again, again_losses = _fast_update(collection, concurrent=True)
+    sequential, sequential_losses = _fast_update(collection, concurrent=False)
+    assert first_losses == again_losses
+    start = collection[0]
+    for name in start:
+        assert torch.equal(_flat(first[name]), _flat(again[name]))
+        assert first_losses[name] == pytest.approx(
+            sequential_losses[name], rel=1e-4, abs=1e-6
+        )
+        step = _flat(sequential[name]) - _flat(start[name])
+        gap = (_flat(first[name]) - _flat(sequential[name])).norm() / step.norm()
+        assert gap < 1e-2

@@ -30,13 +30,26 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
 )
 from pvg_pipeline.pvg.trainers.advantages import masked_gae
 from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore, TrainingState
+from pvg_pipeline.pvg.trainers.fast_update import (
+    make_updaters,
+    minibatch_plan,
+    update_agents_fixed_shape,
+)
 from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
 from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
-from pvg_pipeline.pvg.trainers.update_step import (
-    AgentUpdater,
-    LossWeights,
-    flattenable,
-)
+from pvg_pipeline.pvg.trainers.update_step import LossWeights
+
+__all__ = [
+    "PPOConfig",
+    "TrainingDiverged",
+    "acting_policy",
+    "compute_advantages",
+    "make_updaters",
+    "minibatch_plan",
+    "train_ppo",
+    "update_agents",
+    "update_agents_fixed_shape",
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -222,81 +235,6 @@ def acting_policy(
     if config.cuda_graphs and device.type == "cuda":
         return GraphedPolicy(MultiAgentPolicy(agents, protocol, only_active=False))
     return MultiAgentPolicy(agents, protocol)
-
-
-def make_updaters(
-    agents: Mapping[str, nn.Module],
-    trainable: Mapping[str, nn.Module],
-    config: PPOConfig,
-) -> dict[str, AgentUpdater]:
-    """Fixed-shape updaters for the trainable agents (none when agents share
-    parameters: those are trained by the plain path)."""
-    if not flattenable(dict(trainable)):
-        return {}
-    capacity = config.num_envs * config.steps_per_iteration
-    return {
-        name: AgentUpdater(
-            agent,
-            index,
-            capacity,
-            min(config.minibatch_size, capacity),
-            config.learning_rate,
-            config.loss_weights(),
-            cuda_graph=config.cuda_graphs,
-            compile_loss=config.compile,
-        )
-        for index, (name, agent) in enumerate(agents.items())
-        if name in trainable
-    }
-
-
-def minibatch_plan(
-    acted: Tensor, epochs: int, minibatch_size: int, shuffle: torch.Generator
-) -> tuple[Tensor, list[int]]:
-    """Frame rows of every minibatch of every epoch, padded to ``minibatch_size``.
-
-    Draws the same permutations as the plain path. Returns ``(steps, minibatch)``
-    rows (padding repeats the minibatch's first sample) and each step's number of
-    real samples.
-    """
-    acted_rows = acted.nonzero().squeeze(1).cpu()
-    count = len(acted_rows)
-    plans, sizes = [], []
-    for _ in range(epochs):
-        order = acted_rows[torch.randperm(count, generator=shuffle)]
-        for start in range(0, count, minibatch_size):
-            rows = order[start : start + minibatch_size]
-            padding = rows[:1].expand(minibatch_size - len(rows))
-            plans.append(torch.cat([rows, padding]))
-            sizes.append(len(rows))
-    if not plans:
-        return torch.zeros(0, minibatch_size, dtype=torch.int64), []
-    return torch.stack(plans), sizes
-
-
-def update_agents_fixed_shape(
-    updaters: Mapping[str, AgentUpdater],
-    experience: Experience,
-    advantages: Tensor,
-    returns: Tensor,
-    config: PPOConfig,
-    shuffle: torch.Generator,
-) -> dict[str, dict[str, float]]:
-    """PPO epochs for every agent through its :class:`AgentUpdater` (fast path):
-    same minibatches and losses as :func:`update_agents`."""
-    data = experience.data.reshape(-1)
-    losses = {}
-    for name, updater in updaters.items():
-        index = updater.index
-        updater.load(
-            data, advantages[..., index].reshape(-1), returns[..., index].reshape(-1)
-        )
-        rows, sizes = minibatch_plan(
-            data["active"][:, index], config.epochs, updater.minibatch_size, shuffle
-        )
-        steps = updater.run(rows, sizes)
-        losses[name] = updater.mean_losses(steps)
-    return losses
 
 
 def update_agents(
