@@ -108,7 +108,7 @@ def update_agents_fixed_shape(
         concurrent = (
             len(updaters) > 1
             and torch.get_num_threads() > 1
-            and not any(u.graphed for u in updaters.values())
+            and all(u.flat.parameter.device.type == "cpu" for u in updaters.values())
         )
     if not concurrent:
         return {
