@@ -3,7 +3,9 @@
 # docs/performance.md). Expects wheels of tensordict, torchrl and their missing
 # dependencies in .whl/ and a bundle written by
 #   .venv/bin/python benchmarks/make_bundle.py --env gi_ppo --output .gpu/bundle.pt
-# Results go to $OUT (or ./gpu-results). About 8 minutes.
+# Results go to $OUT (or ./gpu-results).
+#   bash benchmarks/gpu_run.sh           CUDA graphs vs eager, 4.5 min of training (~6 min)
+#   bash benchmarks/gpu_run.sh compile   the captured step with a compiled loss (~3 min)
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-$PWD/gpu-results}
@@ -13,6 +15,13 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD/src
 BUNDLE=$PWD/.gpu/bundle.pt
 cd benchmarks || exit 1
+if [ "${1:-}" = compile ]; then
+  timeout 130 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 10 --compile \
+    --output "$OUT/ppo_cuda_graphs_compiled.json"
+  timeout 90 python3 gpu_check.py --bundle "$BUNDLE" --device cuda --compile \
+    --one-step-only 2>&1 | tee "$OUT/gpu_check_compiled.log"
+  exit
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, tensordict, torchrl; print('torch', torch.__version__, \
 'tensordict', tensordict.__version__, 'torchrl', torchrl.__version__)" || exit 1

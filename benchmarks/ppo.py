@@ -53,6 +53,7 @@ def main() -> None:
     optimizers = {
         n: torch.optim.Adam(a.parameters(), lr=config.learning_rate)
         for n, a in agents.items()
+        if not updaters
     }
     shuffle = torch.Generator().manual_seed(1)
     phases: dict[str, list[float]] = {"collect": [], "advantages": [], "update": []}

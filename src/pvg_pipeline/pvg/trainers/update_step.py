@@ -194,9 +194,7 @@ class AgentUpdater:
         rows = minibatch_rows.to(self._rows.device)
         if not self.fixed_shape:
             for step, size in enumerate(sizes):
-                self._rows = rows[step, :size]
-                self._weight = torch.ones(size, device=rows.device)
-                self._step()
+                self._step(rows[step, :size], torch.ones(size, device=rows.device))
             return len(sizes)
         weights = (
             torch.arange(self.minibatch_size)[None, :]
@@ -208,7 +206,7 @@ class AgentUpdater:
             if self._graph is None and self.graphed:
                 self._capture()
             if self._graph is None:
-                self._step()
+                self._step(self._rows, self._weight)
             else:
                 self._graph.replay()  # capturing records only: replay runs the step
         return len(sizes)
@@ -219,7 +217,7 @@ class AgentUpdater:
 
     # -- the step -----------------------------------------------------------------
 
-    def _step(self) -> None:
+    def _step(self, rows: Int64[Tensor, "row"], weight: Float[Tensor, "row"]) -> None:
         assert self._frames is not None, "load() a collection first"
         if self._loss is None:
             # Fused forward/backward kernels mean fewer launches inside the graph;
@@ -228,7 +226,7 @@ class AgentUpdater:
             self._loss = torch.compile(self._losses) if compiled else self._losses
         grad = self.flat.parameter.grad
         grad.zero_()
-        loss, losses = self._loss(self._frames, self._rows, self._weight)
+        loss, losses = self._loss(self._frames, rows, weight)
         loss.backward()
         # clip_grad_norm_ without a host sync: one norm over the flat gradient.
         scale = (self.weights.max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)
@@ -294,12 +292,12 @@ class AgentUpdater:
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(3):
-                    self._step()
+                    self._step(self._rows, self._weight)
             torch.cuda.current_stream().wait_stream(stream)
             self._restore(saved)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self._step()
+                self._step(self._rows, self._weight)
             self._graph = graph
         except RuntimeError as error:
             warnings.warn(
