@@ -28,5 +28,9 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] \
   # torch==2.13.0 is pinned in pyproject.toml so pip takes the CPU wheel here; for
   # CUDA, install a CUDA build of torch first (see README, "GPU").
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  # Build the fused CPU attention kernel now (~1 min) rather than in the first run;
+  # the agents fall back to PyTorch's attention if it cannot be built.
+  echo "setup: building the fused CPU attention kernel"
+  "$VENV/bin/python" -c "from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import load_extension; load_extension()"
   touch "$STAMP"
 fi

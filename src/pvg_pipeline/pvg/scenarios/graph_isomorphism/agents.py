@@ -20,6 +20,10 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.protocols import Decision
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
+    fusable,
+    fused_attention,
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,10 @@ class DenseGINLayer(nn.Module):
 
 
 class CrossGraphAttentionLayer(nn.Module):
-    """Post-norm transformer layer with a boolean attention mask shared by heads."""
+    """Post-norm transformer layer with a boolean attention mask shared by heads.
+
+    On the CPU the attention itself is a fused kernel (:mod:`.cpu_attention`).
+    """
 
     def __init__(
         self, d_model: int, num_heads: int, d_mlp: int, activation: str
@@ -106,12 +113,17 @@ class CrossGraphAttentionLayer(nn.Module):
         """Self-attention where query ``i`` sees key ``j`` iff ``allowed[i, j]``."""
         batch, length, d_model = tokens.shape
         head_dim = d_model // self.num_heads
-        qkv = self.qkv(tokens).view(batch, length, 3, self.num_heads, head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4)
-        attended = nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=allowed
-        )
-        attended = attended.transpose(1, 2).reshape(batch, length, d_model)
+        qkv = self.qkv(tokens)
+        if fusable(qkv):
+            attended = fused_attention(qkv, allowed, self.num_heads)
+        else:
+            query, key, value = qkv.view(
+                batch, length, 3, self.num_heads, head_dim
+            ).permute(2, 0, 3, 1, 4)
+            attended = nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=allowed
+            )
+            attended = attended.transpose(1, 2).reshape(batch, length, d_model)
         tokens = self.norm_attention(tokens + self.out(attended))
         return self.norm_mlp(tokens + self.mlp(tokens))
 

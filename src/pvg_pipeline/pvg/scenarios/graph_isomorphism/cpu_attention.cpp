@@ -1,0 +1,191 @@
+// Fused masked multi-head attention for tiny heads on the CPU (forward and backward).
+//
+// At the agents' sizes (24 tokens, 4 heads of 4 dimensions) PyTorch's CPU attention
+// spends its time on per-block overhead and on passes over (batch, head, token, token)
+// intermediates. Here each (batch, head) pair is done in one go, in registers and a
+// few small buffers, vectorised over keys with ATen's Vectorized<float>.
+//
+// Layouts: qkv (B, L, 3 * M) as produced by one Linear (q | k | v, heads inside each
+// block of M = H * D); bias (B, L, Lp) additive mask, 0 where query i sees key j and
+// -inf elsewhere, Lp a multiple of lanes() with columns >= L at -inf; out (B, L, M);
+// probs (B, H, L, Lp), kept for the backward pass. A query that sees no key gets 0.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <limits>
+#include <vector>
+
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = Vec::size();
+
+float sum_lanes(Vec v) {
+  return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, v);
+}
+
+float max_lanes(Vec v) {
+  return at::vec::vec_reduce_all<float>(
+      [](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, v);
+}
+
+// Keys and values of one (batch, head), transposed to (D, Lp) rows, zero-padded.
+void gather_transposed(const float* xb, int64_t L, int64_t M, int64_t D, int64_t h,
+                       int64_t Lp, std::vector<float>& kt, std::vector<float>& vt) {
+  std::fill(kt.begin(), kt.end(), 0.f);
+  std::fill(vt.begin(), vt.end(), 0.f);
+  for (int64_t j = 0; j < L; ++j) {
+    const float* token = xb + j * 3 * M + h * D;
+    for (int64_t d = 0; d < D; ++d) {
+      kt[d * Lp + j] = token[M + d];
+      vt[d * Lp + j] = token[2 * M + d];
+    }
+  }
+}
+
+void check(const torch::Tensor& t, const char* name, int64_t dims) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be on the CPU");
+  TORCH_CHECK(t.scalar_type() == torch::kFloat, name, " must be float32");
+  TORCH_CHECK(t.dim() == dims && t.is_contiguous(), name, " must be a contiguous ",
+              dims, "-d tensor");
+}
+
+}  // namespace
+
+int64_t lanes() { return kLanes; }
+
+std::vector<torch::Tensor> attention_forward(const torch::Tensor& qkv,
+                                             const torch::Tensor& bias, int64_t H,
+                                             double scale, bool keep_probs) {
+  check(qkv, "qkv", 3);
+  check(bias, "bias", 3);
+  const int64_t B = qkv.size(0), L = qkv.size(1), M = qkv.size(2) / 3, D = M / H;
+  const int64_t Lp = bias.size(2);
+  TORCH_CHECK(M * 3 == qkv.size(2) && D * H == M, "qkv's last size must be 3 * heads * d");
+  TORCH_CHECK(bias.size(0) == B && bias.size(1) == L && Lp % kLanes == 0 && Lp >= L,
+              "bias must be (batch, tokens, tokens padded to lanes())");
+  auto out = torch::empty({B, L, M}, qkv.options());
+  auto probs = torch::empty({keep_probs ? B : 0, H, L, Lp}, qkv.options());
+  const float* x = qkv.data_ptr<float>();
+  const float* mask = bias.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  float* P = keep_probs ? probs.data_ptr<float>() : nullptr;
+  const float s = static_cast<float>(scale);
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kt(D * Lp), vt(D * Lp), row(Lp);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* xb = x + b * L * 3 * M;
+      gather_transposed(xb, L, M, D, h, Lp, kt, vt);
+      for (int64_t i = 0; i < L; ++i) {
+        const float* q = xb + i * 3 * M + h * D;
+        const float* bi = mask + (b * L + i) * Lp;
+        Vec top(-std::numeric_limits<float>::infinity());
+        for (int64_t j = 0; j < Lp; j += kLanes) {
+          Vec score = Vec::loadu(bi + j);
+          for (int64_t d = 0; d < D; ++d)
+            score = at::vec::fmadd(Vec(q[d] * s), Vec::loadu(&kt[d * Lp + j]), score);
+          score.store(&row[j]);
+          top = at::vec::maximum(top, score);
+        }
+        const float m = max_lanes(top);
+        Vec total(0.f);
+        for (int64_t j = 0; j < Lp; j += kLanes) {
+          Vec e = (Vec::loadu(&row[j]) - Vec(m)).exp_u20();
+          // Masked keys are exactly 0 (and no NaN when a row sees no key at all).
+          e = Vec::blendv(e, Vec(0.f), Vec::loadu(bi + j) < Vec(0.f));
+          e.store(&row[j]);
+          total = total + e;
+        }
+        const float sum = sum_lanes(total);
+        const Vec inverse(sum > 0.f ? 1.f / sum : 0.f);
+        for (int64_t j = 0; j < Lp; j += kLanes)
+          (Vec::loadu(&row[j]) * inverse).store(&row[j]);
+        float* oi = o + (b * L + i) * M + h * D;
+        for (int64_t d = 0; d < D; ++d) {
+          Vec acc(0.f);
+          for (int64_t j = 0; j < Lp; j += kLanes)
+            acc = at::vec::fmadd(Vec::loadu(&row[j]), Vec::loadu(&vt[d * Lp + j]), acc);
+          oi[d] = sum_lanes(acc);
+        }
+        if (P != nullptr) std::copy(row.begin(), row.end(), P + (bh * L + i) * Lp);
+      }
+    }
+  });
+  return {out, probs};
+}
+
+torch::Tensor attention_backward(const torch::Tensor& grad_out_in,
+                                 const torch::Tensor& qkv, const torch::Tensor& probs,
+                                 int64_t H, double scale) {
+  const torch::Tensor grad_out = grad_out_in.contiguous();
+  check(grad_out, "grad_out", 3);
+  check(qkv, "qkv", 3);
+  check(probs, "probs", 4);
+  const int64_t B = qkv.size(0), L = qkv.size(1), M = qkv.size(2) / 3, D = M / H;
+  const int64_t Lp = probs.size(3);
+  auto grad = torch::empty_like(qkv);
+  const float* x = qkv.data_ptr<float>();
+  const float* g = grad_out.data_ptr<float>();
+  const float* P = probs.data_ptr<float>();
+  float* gx = grad.data_ptr<float>();
+  const Vec s(static_cast<float>(scale));
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kt(D * Lp), vt(D * Lp), dkt(D * Lp), dvt(D * Lp), ds(Lp);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* xb = x + b * L * 3 * M;
+      float* gb = gx + b * L * 3 * M;
+      gather_transposed(xb, L, M, D, h, Lp, kt, vt);
+      std::fill(dkt.begin(), dkt.end(), 0.f);
+      std::fill(dvt.begin(), dvt.end(), 0.f);
+      for (int64_t i = 0; i < L; ++i) {
+        const float* Pi = P + (bh * L + i) * Lp;
+        const float* go = g + (b * L + i) * M + h * D;
+        const float* q = xb + i * 3 * M + h * D;
+        // dP_ij = go . v_j ; softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik).
+        Vec weighted(0.f);
+        for (int64_t j = 0; j < Lp; j += kLanes) {
+          Vec dp(0.f);
+          for (int64_t d = 0; d < D; ++d)
+            dp = at::vec::fmadd(Vec(go[d]), Vec::loadu(&vt[d * Lp + j]), dp);
+          dp.store(&ds[j]);
+          weighted = at::vec::fmadd(Vec::loadu(Pi + j), dp, weighted);
+        }
+        const Vec dot(sum_lanes(weighted));
+        for (int64_t j = 0; j < Lp; j += kLanes)
+          (Vec::loadu(Pi + j) * (Vec::loadu(&ds[j]) - dot) * s).store(&ds[j]);
+        // dq_i = sum_j dS_ij k_j ; dk_j += dS_ij q_i ; dv_j += P_ij go_i.
+        float* gq = gb + i * 3 * M + h * D;
+        for (int64_t d = 0; d < D; ++d) {
+          Vec acc(0.f);
+          const Vec qd(q[d]), god(go[d]);
+          for (int64_t j = 0; j < Lp; j += kLanes) {
+            const Vec dsj = Vec::loadu(&ds[j]);
+            acc = at::vec::fmadd(dsj, Vec::loadu(&kt[d * Lp + j]), acc);
+            at::vec::fmadd(dsj, qd, Vec::loadu(&dkt[d * Lp + j])).store(&dkt[d * Lp + j]);
+            at::vec::fmadd(Vec::loadu(Pi + j), god, Vec::loadu(&dvt[d * Lp + j]))
+                .store(&dvt[d * Lp + j]);
+          }
+          gq[d] = sum_lanes(acc);
+        }
+      }
+      for (int64_t j = 0; j < L; ++j) {
+        float* token = gb + j * 3 * M + h * D;
+        for (int64_t d = 0; d < D; ++d) {
+          token[M + d] = dkt[d * Lp + j];
+          token[2 * M + d] = dvt[d * Lp + j];
+        }
+      }
+    }
+  });
+  return grad;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lanes", &lanes, "float lanes of one vector (the key padding multiple)");
+  m.def("forward", &attention_forward, "fused masked attention, forward");
+  m.def("backward", &attention_backward, "fused masked attention, backward");
+}

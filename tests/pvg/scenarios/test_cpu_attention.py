@@ -1,0 +1,117 @@
+"""The fused CPU attention kernel computes PyTorch's masked attention and its
+gradients, and the agents use it on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pvg_pipeline.pvg.scenarios.graph_isomorphism import agents as agents_module
+from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_attention
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
+    AgentBody,
+    CrossGraphAttentionLayer,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
+    fusable,
+    fused_attention,
+    load_extension,
+)
+
+pytestmark = pytest.mark.skipif(
+    load_extension() is None, reason="the fused CPU attention kernel could not build"
+)
+
+
+def _reference(qkv, allowed, heads):
+    batch, tokens, width = qkv.shape
+    d_model = width // 3
+    query, key, value = qkv.view(batch, tokens, 3, heads, d_model // heads).permute(
+        2, 0, 3, 1, 4
+    )
+    out = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=allowed
+    )
+    return out.transpose(1, 2).reshape(batch, tokens, d_model)
+
+
+def _inputs(batch, nodes, heads, head_dim, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    node_mask = torch.rand(batch, 2, nodes, generator=generator) > 0.3
+    allowed = AgentBody._attention_mask(node_mask)
+    tokens = 2 + 2 * nodes
+    qkv = 2 * torch.randn(batch, tokens, 3 * heads * head_dim, generator=generator)
+    return qkv, allowed
+
+
+# Token counts below, at and above a vector width; several head sizes.
+@pytest.mark.parametrize(
+    ("batch", "nodes", "heads", "head_dim"),
+    [(5, 3, 4, 4), (17, 11, 4, 4), (3, 7, 2, 8), (9, 15, 1, 16), (1, 1, 3, 5)],
+)
+def test_forward_and_gradients_match_pytorch_attention(batch, nodes, heads, head_dim):
+    qkv, allowed = _inputs(batch, nodes, heads, head_dim)
+    ours_input = qkv.clone().requires_grad_()
+    reference_input = qkv.clone().requires_grad_()
+    ours = fused_attention(ours_input, allowed, heads)
+    reference = _reference(reference_input, allowed, heads)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(reference)
+    ours.backward(upstream)
+    reference.backward(upstream)
+    torch.testing.assert_close(
+        ours_input.grad, reference_input.grad, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_masked_keys_get_no_weight_and_no_gradient():
+    qkv, allowed = _inputs(4, 5, 4, 4, seed=1)
+    allowed = allowed.clone()
+    allowed[:, :, :, 5] = False  # nobody may look at token 5
+    changed = qkv.clone()
+    changed[:, 5] += 100.0  # its query, key and value
+    qkv.requires_grad_()
+    out = fused_attention(qkv, allowed, 4)
+    others = [t for t in range(qkv.shape[1]) if t != 5]
+    torch.testing.assert_close(
+        out[:, others], fused_attention(changed, allowed, 4)[:, others]
+    )
+    out[:, others].sum().backward()
+    d_model = 16
+    key_value_grad = qkv.grad[:, 5, d_model:]
+    assert torch.equal(key_value_grad, torch.zeros_like(key_value_grad))
+
+
+def test_inference_keeps_no_probabilities_and_matches_training_output():
+    qkv, allowed = _inputs(6, 11, 4, 4, seed=2)
+    with torch.no_grad():
+        inference = fused_attention(qkv, allowed, 4)
+    training = fused_attention(qkv.clone().requires_grad_(), allowed, 4)
+    assert torch.equal(inference, training.detach())
+
+
+def test_the_layer_uses_the_kernel_on_cpu_and_pytorch_otherwise(monkeypatch):
+    torch.manual_seed(0)
+    layer = CrossGraphAttentionLayer(16, 4, 64, "relu")
+    node_mask = torch.rand(8, 2, 11) > 0.2
+    allowed = AgentBody._attention_mask(node_mask)
+    tokens = torch.randn(8, 24, 16)
+    calls = []
+    original = agents_module.fused_attention
+    monkeypatch.setattr(
+        agents_module,
+        "fused_attention",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    fused = layer(tokens, allowed)
+    assert calls, "the CPU layer did not use the fused kernel"
+    monkeypatch.setattr(agents_module, "fusable", lambda qkv: False)
+    torch.testing.assert_close(fused, layer(tokens, allowed), rtol=1e-5, atol=1e-5)
+    assert not fusable(tokens.double())
+
+
+def test_switched_off_by_environment_variable(monkeypatch):
+    monkeypatch.setenv("PVG_FUSED_CPU_ATTENTION", "0")
+    assert cpu_attention.load_extension() is None
+    assert not fusable(torch.zeros(2, 4, 48))
