@@ -28,9 +28,16 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] \
   # torch==2.13.0 is pinned in pyproject.toml so pip takes the CPU wheel here; for
   # CUDA, install a CUDA build of torch first (see README, "GPU").
   "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
-  # Build the fused CPU attention kernel now (~1 min) rather than in the first run;
-  # the agents fall back to PyTorch's attention if it cannot be built.
-  echo "setup: building the fused CPU attention kernel"
-  "$VENV/bin/python" -c "from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import load_extension; load_extension()"
   touch "$STAMP"
+fi
+
+# Build the fused CPU kernels now (~1.5 min) rather than in the first run, and again
+# whenever their sources change; the agents fall back to PyTorch if they cannot be
+# built.
+KERNELS="src/pvg_pipeline/pvg/scenarios/graph_isomorphism"
+KERNEL_STAMP="$VENV/.kernels-stamp"
+if [ ! -f "$KERNEL_STAMP" ] || [ -n "$(find "$KERNELS" -name 'cpu_*.cpp' -newer "$KERNEL_STAMP")" ]; then
+  echo "setup: building the fused CPU kernels"
+  "$VENV/bin/python" -c "from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension; load_extension()"
+  touch "$KERNEL_STAMP"
 fi

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism import agents as agents_module
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_attention
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentBody,
     CrossGraphAttentionLayer,
@@ -16,11 +15,11 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
     fusable,
     fused_attention,
-    load_extension,
 )
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 
 pytestmark = pytest.mark.skipif(
-    load_extension() is None, reason="the fused CPU attention kernel could not build"
+    load_extension() is None, reason="the fused CPU kernels could not build"
 )
 
 
@@ -111,7 +110,8 @@ def test_the_layer_uses_the_kernel_on_cpu_and_pytorch_otherwise(monkeypatch):
     assert not fusable(tokens.double())
 
 
-def test_switched_off_by_environment_variable(monkeypatch):
-    monkeypatch.setenv("PVG_FUSED_CPU_ATTENTION", "0")
-    assert cpu_attention.load_extension() is None
+@pytest.mark.parametrize("switch", ["PVG_FUSED_CPU_ATTENTION", "PVG_FUSED_CPU_KERNELS"])
+def test_switched_off_by_environment_variable(monkeypatch, switch):
+    assert fusable(torch.zeros(2, 4, 48))
+    monkeypatch.setenv(switch, "0")
     assert not fusable(torch.zeros(2, 4, 48))

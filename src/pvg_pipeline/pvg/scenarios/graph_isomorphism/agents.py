@@ -20,6 +20,7 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.protocols import Decision
+from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_gin
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
     fusable,
     fused_attention,
@@ -72,10 +73,14 @@ def _mlp(d_in: int, d_hidden: int, d_out: int, activation: str) -> nn.Sequential
 
 
 class DenseGINLayer(nn.Module):
-    """GIN: ``h' = MLP((1 + eps) h + A h)`` with dense adjacency."""
+    """GIN: ``h' = MLP((1 + eps) h + A h)`` with dense adjacency, zero on padding.
+
+    On the CPU the whole layer is a fused kernel (:mod:`.cpu_gin`).
+    """
 
     def __init__(self, d_in: int, d_hidden: int, d_out: int, activation: str) -> None:
         super().__init__()
+        self.activation = activation
         self.eps = nn.Parameter(torch.zeros(()))
         self.mlp = _mlp(d_in, d_hidden, d_out, activation)
 
@@ -83,9 +88,13 @@ class DenseGINLayer(nn.Module):
         self,
         features: Float[Tensor, "batch graph node feature"],
         adjacency: Float[Tensor, "batch graph node node"],
+        node_mask: Bool[Tensor, "batch graph node"],
     ) -> Float[Tensor, "batch graph node feature"]:
-        """Aggregate neighbours, then transform."""
-        return self.mlp((1 + self.eps) * features + adjacency @ features)
+        """Aggregate neighbours, transform, and zero the padding nodes."""
+        if cpu_gin.fusable(features, adjacency, self.mlp, self.activation):
+            return cpu_gin.fused_gin(features, adjacency, node_mask, self.eps, self.mlp)
+        aggregated = (1 + self.eps) * features + adjacency @ features
+        return self.mlp(aggregated) * node_mask[..., None]
 
 
 class CrossGraphAttentionLayer(nn.Module):
@@ -162,11 +171,10 @@ class AgentBody(nn.Module):
     ]:
         """Return the 2 pooled tokens and the ``2 N`` node tokens."""
         batch, _, n, _ = node_features.shape
-        mask = node_mask[..., None].to(node_features.dtype)
         adjacency = adjacency.to(node_features.dtype)
-        h = node_features * mask
+        h = node_features * node_mask[..., None]
         for layer in self.gin:
-            h = layer(h, adjacency) * mask
+            h = layer(h, adjacency, node_mask)
         d_gnn = h.shape[-1]
         pooled = self.pool_norm(h.sum(dim=2).reshape(batch * 2, d_gnn))
         pooled = pooled.view(batch, 2, d_gnn)

@@ -17,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+namespace pvg_attention {
 namespace {
 
 using Vec = at::vec::Vectorized<float>;
@@ -184,8 +185,4 @@ torch::Tensor attention_backward(const torch::Tensor& grad_out_in,
   return grad;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lanes", &lanes, "float lanes of one vector (the key padding multiple)");
-  m.def("forward", &attention_forward, "fused masked attention, forward");
-  m.def("backward", &attention_backward, "fused masked attention, backward");
-}
+}  // namespace pvg_attention

@@ -1,0 +1,14 @@
+// Python bindings of the fused CPU kernels (compiled after cpu_attention.cpp and
+// cpu_gin.cpp, in one translation unit). The kernels release the GIL: the agents'
+// updates run side by side in Python threads.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  const auto no_gil = py::call_guard<py::gil_scoped_release>();
+  m.def("lanes", &pvg_attention::lanes,
+        "float lanes of one vector (the key padding multiple)");
+  m.def("attention_forward", &pvg_attention::attention_forward,
+        "fused masked attention, forward", no_gil);
+  m.def("attention_backward", &pvg_attention::attention_backward,
+        "fused masked attention, backward", no_gil);
+  m.def("gin_forward", &pvg_gin::gin_forward, "fused GIN layer, forward", no_gil);
+  m.def("gin_backward", &pvg_gin::gin_backward, "fused GIN layer, backward", no_gil);
+}

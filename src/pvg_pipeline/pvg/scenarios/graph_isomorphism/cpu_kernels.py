@@ -1,0 +1,110 @@
+"""Building and loading the fused CPU kernels (one C++ extension).
+
+The agents' layers are tiny (11-node graphs, 16-wide features, 4 heads of 4
+dimensions), so on the CPU PyTorch spends most of their time on per-operation
+overhead and on passes over small intermediates. Two fused kernels do that work in
+one pass each, in cache: masked multi-head attention (``cpu_attention.cpp``, used
+by :mod:`.cpu_attention`) and the GIN layer (``cpu_gin.cpp``, used by
+:mod:`.cpu_gin`); ``cpu_kernels.cpp`` binds them. They are compiled together once
+per virtual environment with ``torch.utils.cpp_extension`` (``scripts/setup.sh``
+does it at install time; ~1.5 minutes) into ``<venv>/torch_extensions``.
+
+When the build fails (no C++ compiler), one warning says so and the agents use
+plain PyTorch: same results to float rounding. Each kernel has an off switch,
+an environment variable set to ``0`` (``PVG_FUSED_CPU_ATTENTION``,
+``PVG_FUSED_CPU_GIN``); ``PVG_FUSED_CPU_KERNELS=0`` turns both off.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+_HERE = Path(__file__).parent
+#: Concatenated into one translation unit, bindings last.
+SOURCES = ("cpu_attention.cpp", "cpu_gin.cpp", "cpu_kernels.cpp")
+_ALL_SWITCH = "PVG_FUSED_CPU_KERNELS"
+_lock = threading.Lock()
+_state: dict[str, ModuleType | None] = {}
+
+
+def _build_flags() -> tuple[str, list[str]]:
+    """Extension name and compiler flags for this CPU's vector instructions."""
+    flags = ["-O3"]
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        return "pvg_cpu_kernels_avx2", [
+            *flags,
+            "-mavx2",
+            "-mfma",
+            "-DCPU_CAPABILITY=AVX2",
+            "-DCPU_CAPABILITY_AVX2",
+        ]
+    return "pvg_cpu_kernels", [*flags, "-DCPU_CAPABILITY=DEFAULT"]
+
+
+def load_extension(switch: str | None = None) -> ModuleType | None:
+    """The compiled kernels (built on first use), or ``None`` when they are
+    switched off (``switch`` or ``PVG_FUSED_CPU_KERNELS`` set to ``0``) or cannot
+    be built (a warning says why, once)."""
+    if os.environ.get(_ALL_SWITCH, "1") == "0":
+        return None
+    if switch is not None and os.environ.get(switch, "1") == "0":
+        return None
+    with _lock:
+        if "module" not in _state:
+            _state["module"] = _build()
+        return _state["module"]
+
+
+def usable(tensor: torch.Tensor, switch: str) -> bool:
+    """Whether a fused kernel may take ``tensor``: CPU float32, outside
+    ``torch.compile``, built and not switched off by ``switch``."""
+    return (
+        tensor.device.type == "cpu"
+        and tensor.dtype == torch.float32
+        and not torch.compiler.is_compiling()
+        and load_extension(switch) is not None
+    )
+
+
+def _build() -> ModuleType | None:
+    from torch.utils.cpp_extension import load_inline
+
+    name, flags = _build_flags()
+    # In the virtual environment (rebuilt with it); torch's cache dir when the
+    # environment is not writable (a system install, the Docker image).
+    directory: Path | None = Path(sys.prefix) / "torch_extensions" / name
+    if not os.access(sys.prefix, os.W_OK):
+        directory = None
+    # The virtual environment's ``ninja`` is not on PATH unless it is activated.
+    if shutil.which("ninja") is None:
+        os.environ["PATH"] = (
+            f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        )
+    try:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        # From the source text, not its path: ``load_inline`` keeps one copy in
+        # the build folder, so a project copied elsewhere (tests, sweeps) reuses
+        # the build instead of recompiling for a new source path.
+        return load_inline(
+            name,
+            cpp_sources=["\n".join((_HERE / s).read_text() for s in SOURCES)],
+            extra_cflags=flags,
+            build_directory=None if directory is None else str(directory),
+            verbose=False,
+        )
+    except Exception as error:  # noqa: BLE001 - any build failure means fall back
+        warnings.warn(
+            f"could not build the fused CPU kernels ({error}); using PyTorch's "
+            f"operations (slower on CPU). Set {_ALL_SWITCH}=0 to silence this.",
+            stacklevel=3,
+        )
+        return None
