@@ -11,7 +11,7 @@
 // transposed Linear weights for the forward pass, w1 (H, Din) and w2 (Dout, H) as
 // stored for the backward one; Din, H and Dout multiples of lanes(). The forward
 // pass can keep agg (B*2*N, Din) and the hidden activations (B*2*N, H) for the
-// backward pass (zero on padding nodes).
+// backward pass (real nodes' rows only; the others are left unset).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -53,36 +53,45 @@ inline void tile(const float* a, int64_t a_row, int64_t a_k, int64_t K, const fl
     }
 }
 
-template <int R>
-inline void row_block(const float* a, int64_t a_row, int64_t a_k, int64_t K,
-                      const float* w, int64_t ldw, int64_t cols, const float* bias,
-                      float* out, int64_t ldo, bool accumulate, bool relu) {
-  int64_t c = 0;
-  for (; c + 4 * kLanes <= cols; c += 4 * kLanes)
-    tile<R, 4>(a, a_row, a_k, K, w + c, ldw, bias ? bias + c : nullptr, out + c, ldo,
+// Rows of one block of C vector columns, R rows at a time (then the remainder).
+// R * C is ~12 accumulators: enough independent FMA chains to hide their latency,
+// few enough to stay in the 16 vector registers.
+template <int C, int R>
+inline void column_block(const float* a, int64_t a_row, int64_t a_k, int64_t rows,
+                         int64_t K, const float* w, int64_t ldw, const float* bias,
+                         float* out, int64_t ldo, bool accumulate, bool relu) {
+  int64_t r = 0;
+  for (; r + R <= rows; r += R)
+    tile<R, C>(a + r * a_row, a_row, a_k, K, w, ldw, bias, out + r * ldo, ldo,
                accumulate, relu);
-  for (; c + 2 * kLanes <= cols; c += 2 * kLanes)
-    tile<R, 2>(a, a_row, a_k, K, w + c, ldw, bias ? bias + c : nullptr, out + c, ldo,
-               accumulate, relu);
-  for (; c < cols; c += kLanes)
-    tile<R, 1>(a, a_row, a_k, K, w + c, ldw, bias ? bias + c : nullptr, out + c, ldo,
-               accumulate, relu);
+  const float* ar = a + r * a_row;
+  float* o = out + r * ldo;
+  switch (rows - r) {
+    case 5: if constexpr (R > 5) tile<5, C>(ar, a_row, a_k, K, w, ldw, bias, o, ldo, accumulate, relu); break;
+    case 4: if constexpr (R > 4) tile<4, C>(ar, a_row, a_k, K, w, ldw, bias, o, ldo, accumulate, relu); break;
+    case 3: if constexpr (R > 3) tile<3, C>(ar, a_row, a_k, K, w, ldw, bias, o, ldo, accumulate, relu); break;
+    case 2: if constexpr (R > 2) tile<2, C>(ar, a_row, a_k, K, w, ldw, bias, o, ldo, accumulate, relu); break;
+    case 1: tile<1, C>(ar, a_row, a_k, K, w, ldw, bias, o, ldo, accumulate, relu); break;
+    default: break;
+  }
 }
 
-// out[rows, cols] (+)= a[rows, K] @ w[K, cols] (+ bias); cols a multiple of lanes.
+// out[rows, cols] (+)= a[rows, K] @ w[K, cols] (+ bias, then relu); cols a multiple
+// of lanes; a(r, k) = a[r * a_row + k * a_k].
 void gemm(const float* a, int64_t a_row, int64_t a_k, int64_t rows, int64_t K,
           const float* w, int64_t ldw, int64_t cols, const float* bias, float* out,
           int64_t ldo, bool accumulate, bool relu) {
-  int64_t r = 0;
-  for (; r + 3 <= rows; r += 3)
-    row_block<3>(a + r * a_row, a_row, a_k, K, w, ldw, cols, bias, out + r * ldo, ldo,
-                 accumulate, relu);
-  if (rows - r == 2)
-    row_block<2>(a + r * a_row, a_row, a_k, K, w, ldw, cols, bias, out + r * ldo, ldo,
-                 accumulate, relu);
-  else if (rows - r == 1)
-    row_block<1>(a + r * a_row, a_row, a_k, K, w, ldw, cols, bias, out + r * ldo, ldo,
-                 accumulate, relu);
+  int64_t c = 0;
+  const auto at = [&](int64_t col) { return bias ? bias + col : nullptr; };
+  for (; c + 4 * kLanes <= cols; c += 4 * kLanes)
+    column_block<4, 3>(a, a_row, a_k, rows, K, w + c, ldw, at(c), out + c, ldo,
+                       accumulate, relu);
+  for (; c + 2 * kLanes <= cols; c += 2 * kLanes)
+    column_block<2, 6>(a, a_row, a_k, rows, K, w + c, ldw, at(c), out + c, ldo,
+                       accumulate, relu);
+  for (; c < cols; c += kLanes)
+    column_block<1, 6>(a, a_row, a_k, rows, K, w + c, ldw, at(c), out + c, ldo,
+                       accumulate, relu);
 }
 
 void check(const torch::Tensor& t, const char* name, int64_t dims,
@@ -137,8 +146,9 @@ std::vector<torch::Tensor> gin_forward(const torch::Tensor& h, const torch::Tens
               "weights must be (Din, H), (H), (H, Dout), (Dout), H and Dout "
               "multiples of lanes()");
   auto out = torch::empty({h.size(0), h.size(1), N, Dout}, h.options());
-  auto agg_all = torch::zeros({keep ? B * N : 0, Din}, h.options());
-  auto hid_all = torch::zeros({keep ? B * N : 0, H}, h.options());
+  // Only the real nodes' rows are written (and read by the backward pass).
+  auto agg_all = torch::empty({keep ? B * N : 0, Din}, h.options());
+  auto hid_all = torch::empty({keep ? B * N : 0, H}, h.options());
   const float* hp = h.data_ptr<float>();
   const float* ap = adj.data_ptr<float>();
   const bool* mp = mask.data_ptr<bool>();
@@ -220,64 +230,67 @@ std::vector<torch::Tensor> gin_backward(const torch::Tensor& grad_out_in,
   float* gh = grad_h.data_ptr<float>();
   const float scale = 1.f + static_cast<float>(eps);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> dy(N * Dout), hid(N * H), agg(N * Din), dpre(N * H),
-        dagg(N * Din), hr(N * Din);
-    std::vector<int64_t> real(N);
+    // The real rows of a whole chunk side by side, so that the weight gradients
+    // are one product over all of them (not one short product per graph).
+    const int64_t most = kChunk * N;
+    std::vector<float> dy(most * Dout), hid(most * H), agg(most * Din), dpre(most * H),
+        dagg(most * Din);
+    std::vector<int64_t> real(N), where(most);
     for (int64_t c = begin; c < end; ++c) {
       float* dW1 = part + c * width;
       float* db1 = dW1 + H * Din;
       float* dW2 = db1 + H;
       float* db2 = dW2 + Dout * H;
       float* deps = db2 + Dout;
-      for (int64_t g = c * kChunk; g < std::min(B, (c + 1) * kChunk); ++g) {
-        const float* hg = hp + g * N * Din;
+      const int64_t first = c * kChunk, last = std::min(B, (c + 1) * kChunk);
+      int64_t rows = 0;
+      for (int64_t g = first; g < last; ++g) {
         const int64_t n = real_nodes(mp + g * N, N, real);
-        for (int64_t r = 0; r < n; ++r) {
+        for (int64_t r = 0; r < n; ++r, ++rows) {
           const int64_t row = g * N + real[r];
-          std::copy(go + row * Dout, go + (row + 1) * Dout, &dy[r * Dout]);
-          std::copy(hidp + row * H, hidp + (row + 1) * H, &hid[r * H]);
-          std::copy(aggp + row * Din, aggp + (row + 1) * Din, &agg[r * Din]);
-          std::copy(hg + real[r] * Din, hg + (real[r] + 1) * Din, &hr[r * Din]);
-        }
-        // Second linear: dW2 += dy^T hid, db2 += sum dy, d(hidden) = dy W2.
-        gemm(dy.data(), 1, Dout, Dout, n, hid.data(), H, H, nullptr, dW2, H, true, false);
-        gemm(dy.data(), Dout, 1, n, Dout, w2p, H, H, nullptr, dpre.data(), H, false, false);
-        for (int64_t r = 0; r < n; ++r) {
-          for (int64_t o = 0; o < Dout; o += kLanes)
-            (Vec::loadu(db2 + o) + Vec::loadu(&dy[r * Dout + o])).store(db2 + o);
-          // ReLU passes the gradient where its output is positive (as PyTorch).
-          for (int64_t k = 0; k < H; k += kLanes) {
-            const Vec passed = Vec::loadu(&dpre[r * H + k]) &
-                               (Vec::loadu(&hid[r * H + k]) > Vec(0.f));
-            passed.store(&dpre[r * H + k]);
-            (Vec::loadu(db1 + k) + passed).store(db1 + k);
-          }
-        }
-        // First linear: dW1 += dpre^T agg, db1 (above), d(agg) = dpre W1.
-        gemm(dpre.data(), 1, H, H, n, agg.data(), Din, Din, nullptr, dW1, Din, true, false);
-        gemm(dpre.data(), H, 1, n, H, w1p, Din, Din, nullptr, dagg.data(), Din, false, false);
-        // Aggregation: deps += sum dagg . h, dh = (1 + eps) dagg + A^T dagg.
-        Vec e(0.f);
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t d = 0; d < Din; d += kLanes)
-            e = at::vec::fmadd(Vec::loadu(&dagg[r * Din + d]), Vec::loadu(&hr[r * Din + d]),
-                               e);
-        deps[0] += at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, e);
-        float* ghg = gh + g * N * Din;
-        std::fill(ghg, ghg + N * Din, 0.f);
-        const float* ag = ap + g * N * N;
-        for (int64_t r = 0; r < n; ++r) {
-          const int64_t i = real[r];
-          const float* arow = ag + i * N;
-          for (int64_t d = 0; d < Din; d += kLanes) {
-            const Vec grad = Vec::loadu(&dagg[r * Din + d]);
-            (Vec::loadu(ghg + i * Din + d) + grad * Vec(scale)).store(ghg + i * Din + d);
-            for (int64_t j = 0; j < N; ++j)
-              at::vec::fmadd(Vec(arow[j]), grad, Vec::loadu(ghg + j * Din + d))
-                  .store(ghg + j * Din + d);
-          }
+          where[rows] = row;
+          std::copy(go + row * Dout, go + (row + 1) * Dout, &dy[rows * Dout]);
+          std::copy(hidp + row * H, hidp + (row + 1) * H, &hid[rows * H]);
+          std::copy(aggp + row * Din, aggp + (row + 1) * Din, &agg[rows * Din]);
         }
       }
+      // Second linear: dW2 += dy^T hid, db2 += sum dy, d(hidden) = dy W2.
+      gemm(dy.data(), 1, Dout, Dout, rows, hid.data(), H, H, nullptr, dW2, H, true, false);
+      gemm(dy.data(), Dout, 1, rows, Dout, w2p, H, H, nullptr, dpre.data(), H, false,
+           false);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t o = 0; o < Dout; o += kLanes)
+          (Vec::loadu(db2 + o) + Vec::loadu(&dy[r * Dout + o])).store(db2 + o);
+        // ReLU passes the gradient where its output is positive (as PyTorch).
+        for (int64_t k = 0; k < H; k += kLanes) {
+          const Vec passed =
+              Vec::loadu(&dpre[r * H + k]) & (Vec::loadu(&hid[r * H + k]) > Vec(0.f));
+          passed.store(&dpre[r * H + k]);
+          (Vec::loadu(db1 + k) + passed).store(db1 + k);
+        }
+      }
+      // First linear: dW1 += dpre^T agg, db1 (above), d(agg) = dpre W1.
+      gemm(dpre.data(), 1, H, H, rows, agg.data(), Din, Din, nullptr, dW1, Din, true,
+           false);
+      gemm(dpre.data(), H, 1, rows, H, w1p, Din, Din, nullptr, dagg.data(), Din, false,
+           false);
+      // Aggregation: deps += sum dagg . h, dh = (1 + eps) dagg + A^T dagg.
+      std::fill(gh + first * N * Din, gh + last * N * Din, 0.f);
+      Vec e(0.f);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t row = where[r], g = row / N, i = row % N;
+        const float* arow = ap + g * N * N + i * N;
+        float* ghg = gh + g * N * Din;
+        for (int64_t d = 0; d < Din; d += kLanes) {
+          const Vec grad = Vec::loadu(&dagg[r * Din + d]);
+          e = at::vec::fmadd(grad, Vec::loadu(hp + row * Din + d), e);
+          (Vec::loadu(ghg + i * Din + d) + grad * Vec(scale)).store(ghg + i * Din + d);
+          for (int64_t j = 0; j < N; ++j)
+            at::vec::fmadd(Vec(arow[j]), grad, Vec::loadu(ghg + j * Din + d))
+                .store(ghg + j * Din + d);
+        }
+      }
+      deps[0] += at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, e);
     }
   });
   // Chunks added in order: the same sums for any thread count.

@@ -55,10 +55,10 @@ class _FusedGIN(torch.autograd.Function):
         b1: Tensor,
         w2: Tensor,
         b2: Tensor,
+        keep: bool,
     ) -> Tensor:
         extension = load_extension(SWITCH)
         assert extension is not None
-        keep = any(ctx.needs_input_grad)
         inputs = (features.contiguous(), adjacency.contiguous(), node_mask.contiguous())
         out, agg, hidden = extension.gin_forward(
             *inputs,
@@ -98,6 +98,7 @@ class _FusedGIN(torch.autograd.Function):
             grad_b1,
             grad_w2,
             grad_b2,
+            None,
         )
 
 
@@ -111,6 +112,10 @@ def fused_gin(
     """``node_mask * mlp((1 + eps) features + adjacency @ features)`` for a
     ``Linear, ReLU, Linear`` ``mlp``. Check :func:`fusable` first."""
     first, second = mlp[0], mlp[2]
+    inputs = (features, eps, first.weight, first.bias, second.weight, second.bias)
+    # Keep the activations for a backward pass only when there will be one (the
+    # parameters require gradients under ``no_grad`` too).
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
     return _FusedGIN.apply(
         features,
         adjacency,
@@ -120,4 +125,5 @@ def fused_gin(
         first.bias,
         second.weight,
         second.bias,
+        keep,
     )
