@@ -10,8 +10,8 @@
 // (B, 2, N, N); mask (B, 2, N) bool, real nodes; w1t (Din, H) and w2t (H, Dout) the
 // transposed Linear weights for the forward pass, w1 (H, Din) and w2 (Dout, H) as
 // stored for the backward one; Din, H and Dout multiples of lanes(). The forward
-// pass can keep agg (B*2*N, Din) and the hidden activations (B*2*N, H) for the
-// backward pass (real nodes' rows only; the others are left unset).
+// pass can keep agg (R, Din) and the hidden activations (R, H) of the R real nodes,
+// graph after graph, for the backward pass.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -110,6 +110,18 @@ int64_t real_nodes(const bool* mask, int64_t N, std::vector<int64_t>& real) {
   return n;
 }
 
+// Where each graph's real rows start in the compact layout (real nodes of every
+// graph one after the other); the last entry is the total.
+std::vector<int64_t> compact_offsets(const bool* mask, int64_t B, int64_t N) {
+  std::vector<int64_t> offset(B + 1, 0);
+  for (int64_t g = 0; g < B; ++g) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < N; ++i) n += mask[g * N + i];
+    offset[g + 1] = offset[g] + n;
+  }
+  return offset;
+}
+
 }  // namespace
 
 void check_inputs(const torch::Tensor& h, const torch::Tensor& adj,
@@ -146,12 +158,12 @@ std::vector<torch::Tensor> gin_forward(const torch::Tensor& h, const torch::Tens
               "weights must be (Din, H), (H), (H, Dout), (Dout), H and Dout "
               "multiples of lanes()");
   auto out = torch::empty({h.size(0), h.size(1), N, Dout}, h.options());
-  // Only the real nodes' rows are written (and read by the backward pass).
-  auto agg_all = torch::empty({keep ? B * N : 0, Din}, h.options());
-  auto hid_all = torch::empty({keep ? B * N : 0, H}, h.options());
+  const bool* mp = mask.data_ptr<bool>();
+  const std::vector<int64_t> offset = compact_offsets(mp, B, N);
+  auto agg_all = torch::empty({keep ? offset[B] : 0, Din}, h.options());
+  auto hid_all = torch::empty({keep ? offset[B] : 0, H}, h.options());
   const float* hp = h.data_ptr<float>();
   const float* ap = adj.data_ptr<float>();
-  const bool* mp = mask.data_ptr<bool>();
   const float* w1 = w1t.data_ptr<float>();
   const float* w2 = w2t.data_ptr<float>();
   const float* bias1 = b1.data_ptr<float>();
@@ -161,32 +173,30 @@ std::vector<torch::Tensor> gin_forward(const torch::Tensor& h, const torch::Tens
   float* hid_kept = keep ? hid_all.data_ptr<float>() : nullptr;
   const float scale = 1.f + static_cast<float>(eps);
   at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> agg(N * Din), hid(N * H), res(N * Dout), arows(N * N);
+    std::vector<float> agg_buffer(N * Din), hid_buffer(N * H), res(N * Dout),
+        arows(N * N);
     std::vector<int64_t> real(N);
     for (int64_t g = begin; g < end; ++g) {
       const float* hg = hp + g * N * Din;
       const float* ag = ap + g * N * N;
       const int64_t n = real_nodes(mp + g * N, N, real);
+      // Kept activations are computed in place, in the compact layout.
+      float* agg = keep ? agg_kept + offset[g] * Din : agg_buffer.data();
+      float* hid = keep ? hid_kept + offset[g] * H : hid_buffer.data();
       // agg = (1 + eps) h + A h on the real rows (A h over every node, as PyTorch).
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = real[r];
         std::copy(ag + i * N, ag + (i + 1) * N, &arows[r * N]);
         for (int64_t d = 0; d < Din; d += kLanes)
-          (Vec::loadu(hg + i * Din + d) * Vec(scale)).store(&agg[r * Din + d]);
+          (Vec::loadu(hg + i * Din + d) * Vec(scale)).store(agg + r * Din + d);
       }
-      gemm(arows.data(), N, 1, n, N, hg, Din, Din, nullptr, agg.data(), Din, true, false);
-      gemm(agg.data(), Din, 1, n, Din, w1, H, H, bias1, hid.data(), H, false, true);
-      gemm(hid.data(), H, 1, n, H, w2, Dout, Dout, bias2, res.data(), Dout, false, false);
+      gemm(arows.data(), N, 1, n, N, hg, Din, Din, nullptr, agg, Din, true, false);
+      gemm(agg, Din, 1, n, Din, w1, H, H, bias1, hid, H, false, true);
+      gemm(hid, H, 1, n, H, w2, Dout, Dout, bias2, res.data(), Dout, false, false);
       float* og = op + g * N * Dout;
       std::fill(og, og + N * Dout, 0.f);
-      for (int64_t r = 0; r < n; ++r) {
-        const int64_t i = real[r];
-        std::copy(&res[r * Dout], &res[(r + 1) * Dout], og + i * Dout);
-        if (keep) {
-          std::copy(&agg[r * Din], &agg[(r + 1) * Din], agg_kept + (g * N + i) * Din);
-          std::copy(&hid[r * H], &hid[(r + 1) * H], hid_kept + (g * N + i) * H);
-        }
-      }
+      for (int64_t r = 0; r < n; ++r)
+        std::copy(&res[r * Dout], &res[(r + 1) * Dout], og + real[r] * Dout);
     }
   });
   return {out, agg_all, hid_all};
@@ -209,7 +219,9 @@ std::vector<torch::Tensor> gin_backward(const torch::Tensor& grad_out_in,
   check(w2, "w2", 2);
   const int64_t B = h.size(0) * h.size(1), N = h.size(2), Din = h.size(3);
   const int64_t H = w1.size(0), Dout = w2.size(0);
-  TORCH_CHECK(agg_all.numel() == B * N * Din && hid_all.numel() == B * N * H &&
+  const bool* mp = mask.data_ptr<bool>();
+  const std::vector<int64_t> offset = compact_offsets(mp, B, N);
+  TORCH_CHECK(agg_all.numel() == offset[B] * Din && hid_all.numel() == offset[B] * H &&
                   grad_out.size(3) == Dout,
               "the backward pass needs the forward pass's kept activations");
   constexpr int64_t kChunk = 32;
@@ -221,7 +233,6 @@ std::vector<torch::Tensor> gin_backward(const torch::Tensor& grad_out_in,
   const float* go = grad_out.data_ptr<float>();
   const float* hp = h.data_ptr<float>();
   const float* ap = adj.data_ptr<float>();
-  const bool* mp = mask.data_ptr<bool>();
   const float* w1p = w1.data_ptr<float>();
   const float* w2p = w2.data_ptr<float>();
   const float* aggp = agg_all.data_ptr<float>();
@@ -230,12 +241,10 @@ std::vector<torch::Tensor> gin_backward(const torch::Tensor& grad_out_in,
   float* gh = grad_h.data_ptr<float>();
   const float scale = 1.f + static_cast<float>(eps);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    // The real rows of a whole chunk side by side, so that the weight gradients
-    // are one product over all of them (not one short product per graph).
-    const int64_t most = kChunk * N;
-    std::vector<float> dy(most * Dout), hid(most * H), agg(most * Din), dpre(most * H),
-        dagg(most * Din);
-    std::vector<int64_t> real(N), where(most);
+    // The real rows of a whole chunk are contiguous in the compact layout, so the
+    // weight gradients are one product over all of them.
+    std::vector<float> dy(kChunk * N * Dout), dpre(kChunk * N * H), dagg(kChunk * N * Din);
+    std::vector<int64_t> real(N);
     for (int64_t c = begin; c < end; ++c) {
       float* dW1 = part + c * width;
       float* db1 = dW1 + H * Din;
@@ -243,19 +252,18 @@ std::vector<torch::Tensor> gin_backward(const torch::Tensor& grad_out_in,
       float* db2 = dW2 + Dout * H;
       float* deps = db2 + Dout;
       const int64_t first = c * kChunk, last = std::min(B, (c + 1) * kChunk);
-      int64_t rows = 0;
-      for (int64_t g = first; g < last; ++g) {
+      const int64_t rows = offset[last] - offset[first];
+      const float* hid = hidp + offset[first] * H;
+      const float* agg = aggp + offset[first] * Din;
+      for (int64_t g = first, r = 0; g < last; ++g) {
         const int64_t n = real_nodes(mp + g * N, N, real);
-        for (int64_t r = 0; r < n; ++r, ++rows) {
-          const int64_t row = g * N + real[r];
-          where[rows] = row;
-          std::copy(go + row * Dout, go + (row + 1) * Dout, &dy[rows * Dout]);
-          std::copy(hidp + row * H, hidp + (row + 1) * H, &hid[rows * H]);
-          std::copy(aggp + row * Din, aggp + (row + 1) * Din, &agg[rows * Din]);
+        for (int64_t k = 0; k < n; ++k, ++r) {
+          const int64_t row = g * N + real[k];
+          std::copy(go + row * Dout, go + (row + 1) * Dout, &dy[r * Dout]);
         }
       }
       // Second linear: dW2 += dy^T hid, db2 += sum dy, d(hidden) = dy W2.
-      gemm(dy.data(), 1, Dout, Dout, rows, hid.data(), H, H, nullptr, dW2, H, true, false);
+      gemm(dy.data(), 1, Dout, Dout, rows, hid, H, H, nullptr, dW2, H, true, false);
       gemm(dy.data(), Dout, 1, rows, Dout, w2p, H, H, nullptr, dpre.data(), H, false,
            false);
       for (int64_t r = 0; r < rows; ++r) {
@@ -264,30 +272,32 @@ std::vector<torch::Tensor> gin_backward(const torch::Tensor& grad_out_in,
         // ReLU passes the gradient where its output is positive (as PyTorch).
         for (int64_t k = 0; k < H; k += kLanes) {
           const Vec passed =
-              Vec::loadu(&dpre[r * H + k]) & (Vec::loadu(&hid[r * H + k]) > Vec(0.f));
+              Vec::loadu(&dpre[r * H + k]) & (Vec::loadu(hid + r * H + k) > Vec(0.f));
           passed.store(&dpre[r * H + k]);
           (Vec::loadu(db1 + k) + passed).store(db1 + k);
         }
       }
       // First linear: dW1 += dpre^T agg, db1 (above), d(agg) = dpre W1.
-      gemm(dpre.data(), 1, H, H, rows, agg.data(), Din, Din, nullptr, dW1, Din, true,
-           false);
+      gemm(dpre.data(), 1, H, H, rows, agg, Din, Din, nullptr, dW1, Din, true, false);
       gemm(dpre.data(), H, 1, rows, H, w1p, Din, Din, nullptr, dagg.data(), Din, false,
            false);
       // Aggregation: deps += sum dagg . h, dh = (1 + eps) dagg + A^T dagg.
       std::fill(gh + first * N * Din, gh + last * N * Din, 0.f);
       Vec e(0.f);
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t row = where[r], g = row / N, i = row % N;
-        const float* arow = ap + g * N * N + i * N;
+      for (int64_t g = first, r = 0; g < last; ++g) {
+        const int64_t n = real_nodes(mp + g * N, N, real);
         float* ghg = gh + g * N * Din;
-        for (int64_t d = 0; d < Din; d += kLanes) {
-          const Vec grad = Vec::loadu(&dagg[r * Din + d]);
-          e = at::vec::fmadd(grad, Vec::loadu(hp + row * Din + d), e);
-          (Vec::loadu(ghg + i * Din + d) + grad * Vec(scale)).store(ghg + i * Din + d);
-          for (int64_t j = 0; j < N; ++j)
-            at::vec::fmadd(Vec(arow[j]), grad, Vec::loadu(ghg + j * Din + d))
-                .store(ghg + j * Din + d);
+        for (int64_t k = 0; k < n; ++k, ++r) {
+          const int64_t i = real[k];
+          const float* arow = ap + (g * N + i) * N;
+          for (int64_t d = 0; d < Din; d += kLanes) {
+            const Vec grad = Vec::loadu(&dagg[r * Din + d]);
+            e = at::vec::fmadd(grad, Vec::loadu(hp + (g * N + i) * Din + d), e);
+            (Vec::loadu(ghg + i * Din + d) + grad * Vec(scale)).store(ghg + i * Din + d);
+            for (int64_t j = 0; j < N; ++j)
+              at::vec::fmadd(Vec(arow[j]), grad, Vec::loadu(ghg + j * Din + d))
+                  .store(ghg + j * Din + d);
+          }
         }
       }
       deps[0] += at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, e);
