@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 from dataclasses import replace
@@ -140,3 +141,29 @@ def report(name: str, figures: dict[str, Any], args: argparse.Namespace) -> None
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
     print(f"result written to {output}")
+
+
+def add_alternate_option(options: argparse.ArgumentParser) -> None:
+    """``--alternate VAR``: also time with ``VAR=0`` (e.g. a fused kernel off),
+    interleaved with the default in one process, so that the drift of a shared
+    machine's speed hits both alike; those figures are prefixed ``VAR_off_``."""
+    options.add_argument(
+        "--alternate",
+        metavar="VAR",
+        help="also time with environment variable VAR=0, interleaved in one process "
+        "(figures prefixed VAR_off_)",
+    )
+
+
+def variants(args: argparse.Namespace) -> list[str]:
+    """Figure-name prefixes of the variants to time: ``""`` (as configured) and,
+    with ``--alternate VAR``, ``"VAR_off_"`` (``VAR=0``)."""
+    return [""] + ([f"{args.alternate}_off_"] if args.alternate else [])
+
+
+def select_variant(args: argparse.Namespace, variant: str) -> None:
+    """Set the environment for ``variant`` (see :func:`variants`)."""
+    if variant:
+        os.environ[args.alternate] = "0"
+    elif args.alternate:
+        os.environ.pop(args.alternate, None)

@@ -3,12 +3,17 @@
 Usage::
 
     .venv/bin/python benchmarks/ppo.py [--env gi_ppo] [--device cpu] [--iterations 3]
-        [--baseline benchmarks/results/baseline_ppo.json]
+        [--baseline benchmarks/results/baseline_ppo.json] [--alternate VAR]
 
 Uses the environment's protocol, agents and PPO settings (``gi_ppo``: 256 envs x 8
 steps = 2 048 frames, 10 epochs, minibatch 256). Prints milliseconds per phase
 (median over iterations after one warm-up), training frames/s including updates,
 projected hours for the configured number of iterations, and peak memory.
+
+``--alternate VAR`` times iterations alternately with the environment variable
+``VAR=0`` and without it, in one process (e.g. ``PVG_FUSED_CPU_GIN``: a kernel off
+and on), and reports the second set of figures with the prefix ``VAR_off_``: on a
+shared machine whose speed drifts, interleaving is what makes the two comparable.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import time
 from dataclasses import replace
 
 import torch
-from _common import paper_setup, parser, peak_memory, report
+from _common import (
+    add_alternate_option,
+    paper_setup,
+    parser,
+    peak_memory,
+    report,
+    select_variant,
+    variants,
+)
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
@@ -40,6 +53,7 @@ def main() -> None:
         "--no-cuda-graphs", action="store_true", help="eager steps on CUDA"
     )
     options.add_argument("--compile", action="store_true", help="torch.compile loss")
+    add_alternate_option(options)
     args = options.parse_args()
     setup = paper_setup(args, num_pairs=2_000)
     agents, protocol, device = setup.agents, setup.protocol, setup.device
@@ -56,8 +70,11 @@ def main() -> None:
         if not updaters
     }
     shuffle = torch.Generator().manual_seed(1)
-    phases: dict[str, list[float]] = {"collect": [], "advantages": [], "update": []}
-    for iteration in range(args.iterations + 1):
+    names = variants(args)
+    phases = {v: {"collect": [], "advantages": [], "update": []} for v in names}
+    for iteration in range((args.iterations + 1) * len(names)):
+        variant = names[iteration % len(names)]
+        select_variant(args, variant)
         times = {}
         start = _now(device)
         with torch.no_grad():
@@ -76,11 +93,11 @@ def main() -> None:
                 agents, optimizers, experience, advantages, returns, config, shuffle
             )
         times["update"] = _now(device) - start
-        if iteration > 0:  # the first iteration warms up allocators and caches
+        # The first iteration of each variant warms up allocators and caches.
+        if iteration >= len(names):
             for key, value in times.items():
-                phases[key].append(value)
+                phases[variant][key].append(value)
     frames = config.num_envs * config.steps_per_iteration
-    per_iteration = sum(statistics.median(v) for v in phases.values())
     figures: dict[str, float | int | str] = {
         "env": setup.env,
         "frames_per_iteration": frames,
@@ -90,13 +107,15 @@ def main() -> None:
         "compile": config.compile,
         "cuda_graphs": bool(updaters) and next(iter(updaters.values())).graphed,
     }
-    for key, values in phases.items():
-        figures[f"{key}_ms"] = 1000 * statistics.median(values)
-    figures["iteration_seconds"] = per_iteration
-    figures["training_frames_per_second"] = frames / per_iteration
-    figures["projected_hours_for_configured_run"] = (
-        per_iteration * config.iterations / 3600
-    )
+    for variant, variant_phases in phases.items():
+        per_iteration = sum(statistics.median(v) for v in variant_phases.values())
+        for key, values in variant_phases.items():
+            figures[f"{variant}{key}_ms"] = 1000 * statistics.median(values)
+        figures[f"{variant}iteration_seconds"] = per_iteration
+        figures[f"{variant}training_frames_per_second"] = frames / per_iteration
+        figures[f"{variant}projected_hours_for_configured_run"] = (
+            per_iteration * config.iterations / 3600
+        )
     figures.update(peak_memory(device))
     report("ppo", figures, args)
 

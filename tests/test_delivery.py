@@ -37,7 +37,11 @@ def test_dockerfile_passes_hadolint():
             ["--steps", "2", "--repeats", "1", "--batch-size", "16"],
             "speedup_acting_only",
         ),
-        ("ppo.py", ["--iterations", "1"], "iteration_seconds"),
+        (
+            "ppo.py",
+            ["--iterations", "1", "--alternate", "PVG_FUSED_CPU_GIN"],
+            "PVG_FUSED_CPU_GIN_off_iteration_seconds",
+        ),
         (
             "train_throughput.py",
             ["--minutes", "0.02", "--train-pairs", "200"],
