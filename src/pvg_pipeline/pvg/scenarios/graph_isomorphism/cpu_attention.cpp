@@ -3,7 +3,8 @@
 // At the agents' sizes (24 tokens, 4 heads of 4 dimensions) PyTorch's CPU attention
 // spends its time on per-block overhead and on passes over (batch, head, token, token)
 // intermediates. Here each (batch, head) pair is done in one go, in registers and a
-// few small buffers, vectorised over keys with ATen's Vectorized<float>.
+// few small buffers, with ATen's Vectorized<float>: the forward pass has queries in
+// the vector lanes (no reductions across lanes), the backward pass keys.
 //
 // Layouts: qkv (B, L, 3 * M) as produced by one Linear (q | k | v, heads inside each
 // block of M = H * D); bias (B, L, Lp) additive mask, 0 where query i sees key j and
@@ -25,11 +26,6 @@ constexpr int64_t kLanes = Vec::size();
 
 float sum_lanes(Vec v) {
   return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, v);
-}
-
-float max_lanes(Vec v) {
-  return at::vec::vec_reduce_all<float>(
-      [](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, v);
 }
 
 // Keys and values of one (batch, head), transposed to (D, Lp) rows, zero-padded.
@@ -74,44 +70,66 @@ std::vector<torch::Tensor> attention_forward(const torch::Tensor& qkv,
   float* o = out.data_ptr<float>();
   float* P = keep_probs ? probs.data_ptr<float>() : nullptr;
   const float s = static_cast<float>(scale);
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(D * Lp), vt(D * Lp), row(Lp);
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / H, h = bh % H;
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  // Queries padded to whole vectors: the forward pass puts 8 queries in the lanes,
+  // so softmax and the value sums need no reduction across lanes.
+  const int64_t Lq = (L + kLanes - 1) / kLanes * kLanes;
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> mask_t(L * Lq), qt(D * Lq), scores(L * kLanes), lanes_out(kLanes);
+    for (int64_t b = begin; b < end; ++b) {
       const float* xb = x + b * L * 3 * M;
-      gather_transposed(xb, L, M, D, h, Lp, kt, vt);
-      for (int64_t i = 0; i < L; ++i) {
-        const float* q = xb + i * 3 * M + h * D;
-        const float* bi = mask + (b * L + i) * Lp;
-        Vec top(-std::numeric_limits<float>::infinity());
-        for (int64_t j = 0; j < Lp; j += kLanes) {
-          Vec score = Vec::loadu(bi + j);
-          for (int64_t d = 0; d < D; ++d)
-            score = at::vec::fmadd(Vec(q[d] * s), Vec::loadu(&kt[d * Lp + j]), score);
-          score.store(&row[j]);
-          top = at::vec::maximum(top, score);
+      // The mask transposed to (key, query), padding queries masked everywhere.
+      for (int64_t j = 0; j < L; ++j)
+        for (int64_t i = 0; i < Lq; ++i)
+          mask_t[j * Lq + i] = i < L ? mask[(b * L + i) * Lp + j] : minus_inf;
+      for (int64_t h = 0; h < H; ++h) {
+        // Scaled queries transposed to (d, query), zero-padded.
+        std::fill(qt.begin(), qt.end(), 0.f);
+        for (int64_t i = 0; i < L; ++i)
+          for (int64_t d = 0; d < D; ++d) qt[d * Lq + i] = xb[i * 3 * M + h * D + d] * s;
+        const float* keys = xb + M + h * D;
+        const float* values = xb + 2 * M + h * D;
+        for (int64_t i0 = 0; i0 < Lq; i0 += kLanes) {
+          Vec top(minus_inf);
+          for (int64_t j = 0; j < L; ++j) {
+            Vec score = Vec::loadu(&mask_t[j * Lq + i0]);
+            for (int64_t d = 0; d < D; ++d)
+              score = at::vec::fmadd(Vec::loadu(&qt[d * Lq + i0]),
+                                     Vec(keys[j * 3 * M + d]), score);
+            score.store(&scores[j * kLanes]);
+            top = at::vec::maximum(top, score);
+          }
+          Vec total(0.f);
+          for (int64_t j = 0; j < L; ++j) {
+            Vec e = (Vec::loadu(&scores[j * kLanes]) - top).exp_u20();
+            // Masked keys are exactly 0 (and no NaN when a query sees no key).
+            e = Vec::blendv(e, Vec(0.f), Vec::loadu(&mask_t[j * Lq + i0]) < Vec(0.f));
+            e.store(&scores[j * kLanes]);
+            total = total + e;
+          }
+          const Vec inverse =
+              Vec::blendv(Vec(1.f) / total, Vec(0.f), total <= Vec(0.f));
+          const int64_t count = std::min(kLanes, L - i0);
+          for (int64_t d = 0; d < D; ++d) {
+            Vec acc(0.f);
+            for (int64_t j = 0; j < L; ++j)
+              acc = at::vec::fmadd(Vec::loadu(&scores[j * kLanes]),
+                                   Vec(values[j * 3 * M + d]), acc);
+            (acc * inverse).store(lanes_out.data());
+            for (int64_t k = 0; k < count; ++k)
+              o[(b * L + i0 + k) * M + h * D + d] = lanes_out[k];
+          }
+          if (P != nullptr) {
+            float* Pb = P + ((b * H + h) * L + i0) * Lp;
+            for (int64_t j = 0; j < L; ++j) {
+              (Vec::loadu(&scores[j * kLanes]) * inverse).store(lanes_out.data());
+              for (int64_t k = 0; k < count; ++k) Pb[k * Lp + j] = lanes_out[k];
+            }
+            // Padding keys' probabilities are 0 (the backward pass reads them).
+            for (int64_t k = 0; k < count; ++k)
+              std::fill(Pb + k * Lp + L, Pb + (k + 1) * Lp, 0.f);
+          }
         }
-        const float m = max_lanes(top);
-        Vec total(0.f);
-        for (int64_t j = 0; j < Lp; j += kLanes) {
-          Vec e = (Vec::loadu(&row[j]) - Vec(m)).exp_u20();
-          // Masked keys are exactly 0 (and no NaN when a row sees no key at all).
-          e = Vec::blendv(e, Vec(0.f), Vec::loadu(bi + j) < Vec(0.f));
-          e.store(&row[j]);
-          total = total + e;
-        }
-        const float sum = sum_lanes(total);
-        const Vec inverse(sum > 0.f ? 1.f / sum : 0.f);
-        for (int64_t j = 0; j < Lp; j += kLanes)
-          (Vec::loadu(&row[j]) * inverse).store(&row[j]);
-        float* oi = o + (b * L + i) * M + h * D;
-        for (int64_t d = 0; d < D; ++d) {
-          Vec acc(0.f);
-          for (int64_t j = 0; j < Lp; j += kLanes)
-            acc = at::vec::fmadd(Vec::loadu(&row[j]), Vec::loadu(&vt[d * Lp + j]), acc);
-          oi[d] = sum_lanes(acc);
-        }
-        if (P != nullptr) std::copy(row.begin(), row.end(), P + (bh * L + i) * Lp);
       }
     }
   });
