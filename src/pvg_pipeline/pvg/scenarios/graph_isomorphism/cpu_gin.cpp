@@ -3,8 +3,9 @@
 //
 // PyTorch does this as ~8 operations per layer, each a pass over (rows, nodes, 64)
 // intermediates, and computes the padding nodes too. Here each graph is done in one
-// go in small buffers that stay in cache, only on its real nodes, with a
-// register-tiled product (3 rows x 4 vectors of accumulators).
+// go in small buffers that stay in cache, only on its real nodes, with
+// register-tiled products (3 rows x 4 vectors of accumulators, 6 x 2 for the
+// 16-wide outputs); the weight gradients are one product per chunk of graphs.
 //
 // Layouts (all contiguous float32 unless said): h (B, 2, N, Din); adjacency
 // (B, 2, N, N); mask (B, 2, N) bool, real nodes; w1t (Din, H) and w2t (H, Dout) the

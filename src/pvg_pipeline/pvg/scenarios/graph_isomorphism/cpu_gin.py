@@ -3,9 +3,9 @@
 ``out = mask * MLP((1 + eps) h + A h)`` with a one-hidden-layer ReLU MLP is ~8
 PyTorch operations per layer, each a pass over (rows, 2, nodes, 64)
 intermediates, and it computes the padding nodes too. ``cpu_gin.cpp`` does each
-graph in one go in cache, on its real nodes only: forward + backward for a
-256-row minibatch in ~2.3 ms instead of ~4.5 ms, forward alone ~2× faster (see
-``docs/performance.md``; building: :mod:`.cpu_kernels`).
+graph in one go in cache, on its real nodes only: forward + backward of a layer
+for a 256-row minibatch in ~1.4 ms instead of ~2.8 ms, one PPO iteration ~16 %
+faster (see ``docs/performance.md``; building: :mod:`.cpu_kernels`).
 
 Used only where it applies (CPU, float32, ReLU, widths multiple of the vector
 width, not inside ``torch.compile``); elsewhere, and when the build fails, the
