@@ -120,3 +120,40 @@ def test_not_used_where_it_does_not_apply():
     assert not cpu_gin.fusable(features, adjacency.requires_grad_(), layer.mlp, "relu")
     odd = DenseGINLayer(16, 60, 16, "relu")  # hidden width not a vector multiple
     assert not cpu_gin.fusable(features, adjacency.detach(), odd.mlp, "relu")
+
+
+def test_whole_agent_with_the_kernels_matches_plain_pytorch(monkeypatch):
+    """The agent as the trainer runs it: every fused CPU kernel on vs all off."""
+    from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
+        AgentArchitecture,
+        GameShape,
+        GraphIsomorphismAgent,
+    )
+
+    torch.manual_seed(0)
+    shape = GameShape(max_nodes=11, max_rounds=8, visible_channels=(0, 1))
+    agent = GraphIsomorphismAgent(
+        AgentArchitecture(num_gnn_layers=5), shape, is_verifier=True
+    )
+    _, adjacency, node_mask = _inputs(32, 11, 16, seed=5)
+    history = (torch.rand(32, 8, 2, 2, 11) < 0.1).float()
+    round_number = torch.randint(0, 8, (32,))
+    inputs = (adjacency.bool(), node_mask, history, round_number)
+
+    def run():
+        agent.zero_grad()
+        output = agent(*inputs)
+        finite = output.node_logits.masked_fill(~node_mask.reshape(32, -1), 0.0)
+        (
+            finite.sum() + output.decision_logits.pow(2).sum() + output.value.sum()
+        ).backward()
+        grads = [p.grad.clone() for p in agent.parameters()]
+        return [output.node_logits, output.decision_logits, output.value], grads
+
+    fused_outputs, fused_grads = run()
+    monkeypatch.setenv("PVG_FUSED_CPU_KERNELS", "0")
+    plain_outputs, plain_grads = run()
+    for ours, reference in zip(fused_outputs, plain_outputs, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+    for ours, reference in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-4)
