@@ -150,8 +150,8 @@ class MultiAgentPolicy(nn.Module):
                 else torch.arange(batch, device=device)
             )
             if rows.numel() == 0:
-                # Nobody's turn (all episodes in step at the start of a collection):
-                # an agent call costs ~1-2 ms on the CPU even for no rows.
+                # This agent acts nowhere (at the start of a collection every game
+                # is at the same turn): a call costs ~1-2 ms on the CPU even so.
                 continue
             output = agent(
                 tensordict["adjacency"][rows],
