@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_gin
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import DenseGINLayer
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
+    AgentArchitecture,
+    DenseGINLayer,
+    GameShape,
+    GraphIsomorphismAgent,
+)
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 
 pytestmark = pytest.mark.skipif(
@@ -124,12 +129,6 @@ def test_not_used_where_it_does_not_apply():
 
 def test_whole_agent_with_the_kernels_matches_plain_pytorch(monkeypatch):
     """The agent as the trainer runs it: every fused CPU kernel on vs all off."""
-    from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
-        AgentArchitecture,
-        GameShape,
-        GraphIsomorphismAgent,
-    )
-
     torch.manual_seed(0)
     shape = GameShape(max_nodes=11, max_rounds=8, visible_channels=(0, 1))
     agent = GraphIsomorphismAgent(

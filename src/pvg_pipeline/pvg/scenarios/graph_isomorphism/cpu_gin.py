@@ -112,18 +112,10 @@ def fused_gin(
     """``node_mask * mlp((1 + eps) features + adjacency @ features)`` for a
     ``Linear, ReLU, Linear`` ``mlp``. Check :func:`fusable` first."""
     first, second = mlp[0], mlp[2]
-    inputs = (features, eps, first.weight, first.bias, second.weight, second.bias)
+    parameters = (eps, first.weight, first.bias, second.weight, second.bias)
     # Keep the activations for a backward pass only when there will be one (the
     # parameters require gradients under ``no_grad`` too).
-    keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    return _FusedGIN.apply(
-        features,
-        adjacency,
-        node_mask,
-        eps,
-        first.weight,
-        first.bias,
-        second.weight,
-        second.bias,
-        keep,
+    keep = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (features, *parameters)
     )
+    return _FusedGIN.apply(features, adjacency, node_mask, *parameters, keep)
