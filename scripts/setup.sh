@@ -36,7 +36,7 @@ fi
 # built.
 KERNELS="src/pvg_pipeline/pvg/scenarios/graph_isomorphism"
 KERNEL_STAMP="$VENV/.kernels-stamp"
-if [ ! -f "$KERNEL_STAMP" ] || [ -n "$(find "$KERNELS" -name 'cpu_*.cpp' -newer "$KERNEL_STAMP")" ]; then
+if [ ! -f "$KERNEL_STAMP" ] || [ -n "$(find "$KERNELS" \( -name "cpu_*.cpp" -o -name cpu_kernels.py \) -newer "$KERNEL_STAMP")" ]; then
   echo "setup: building the fused CPU kernels"
   "$VENV/bin/python" -c "from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension; load_extension()"
   touch "$KERNEL_STAMP"

@@ -37,7 +37,10 @@ _state: dict[str, ModuleType | None] = {}
 
 def _build_flags() -> tuple[str, list[str]]:
     """Extension name and compiler flags for this CPU's vector instructions."""
-    flags = ["-O3"]
+    # ``at::parallel_for`` is inline OpenMP: without ``-fopenmp`` it runs serially.
+    # The extension links ``libgomp.so.1`` by soname, so it shares the runtime (and
+    # the thread settings) that torch has already loaded.
+    flags = ["-O3", "-fopenmp"]
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         return "pvg_cpu_kernels_avx2", [
             *flags,
@@ -98,6 +101,7 @@ def _build() -> ModuleType | None:
             name,
             cpp_sources=["\n".join((_HERE / s).read_text() for s in SOURCES)],
             extra_cflags=flags,
+            extra_ldflags=["-fopenmp"],
             build_directory=None if directory is None else str(directory),
             verbose=False,
         )
