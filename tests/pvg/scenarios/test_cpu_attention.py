@@ -9,8 +9,10 @@ from torch import nn
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism import agents as agents_module
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
-    AgentBody,
     CrossGraphAttentionLayer,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
+    AttentionMask,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
     fusable,
@@ -23,14 +25,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _reference(qkv, allowed, heads):
+def _reference(qkv, mask, heads):
     batch, tokens, width = qkv.shape
     d_model = width // 3
     query, key, value = qkv.view(batch, tokens, 3, heads, d_model // heads).permute(
         2, 0, 3, 1, 4
     )
     out = nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=allowed
+        query, key, value, attn_mask=mask.allowed()
     )
     return out.transpose(1, 2).reshape(batch, tokens, d_model)
 
@@ -38,10 +40,9 @@ def _reference(qkv, allowed, heads):
 def _inputs(batch, nodes, heads, head_dim, seed=0):
     generator = torch.Generator().manual_seed(seed)
     node_mask = torch.rand(batch, 2, nodes, generator=generator) > 0.3
-    allowed = AgentBody._attention_mask(node_mask)
     tokens = 2 + 2 * nodes
     qkv = 2 * torch.randn(batch, tokens, 3 * heads * head_dim, generator=generator)
-    return qkv, allowed
+    return qkv, AttentionMask(node_mask)
 
 
 # Token counts below, at and above a vector width; several head sizes.
@@ -50,11 +51,11 @@ def _inputs(batch, nodes, heads, head_dim, seed=0):
     [(5, 3, 4, 4), (17, 11, 4, 4), (3, 7, 2, 8), (9, 15, 1, 16), (1, 1, 3, 5)],
 )
 def test_forward_and_gradients_match_pytorch_attention(batch, nodes, heads, head_dim):
-    qkv, allowed = _inputs(batch, nodes, heads, head_dim)
+    qkv, mask = _inputs(batch, nodes, heads, head_dim)
     ours_input = qkv.clone().requires_grad_()
     reference_input = qkv.clone().requires_grad_()
-    ours = fused_attention(ours_input, allowed, heads)
-    reference = _reference(reference_input, allowed, heads)
+    ours = fused_attention(ours_input, mask, heads)
+    reference = _reference(reference_input, mask, heads)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
     upstream = torch.randn_like(reference)
     ours.backward(upstream)
@@ -65,16 +66,15 @@ def test_forward_and_gradients_match_pytorch_attention(batch, nodes, heads, head
 
 
 def test_masked_keys_get_no_weight_and_no_gradient():
-    qkv, allowed = _inputs(4, 5, 4, 4, seed=1)
-    allowed = allowed.clone()
-    allowed[:, :, :, 5] = False  # nobody may look at token 5
+    qkv, mask = _inputs(4, 5, 4, 4, seed=1)
+    mask.real_nodes[:, 3] = False  # token 5 (node 3 of graph A) is padding
     changed = qkv.clone()
     changed[:, 5] += 100.0  # its query, key and value
     qkv.requires_grad_()
-    out = fused_attention(qkv, allowed, 4)
+    out = fused_attention(qkv, mask, 4)
     others = [t for t in range(qkv.shape[1]) if t != 5]
     torch.testing.assert_close(
-        out[:, others], fused_attention(changed, allowed, 4)[:, others]
+        out[:, others], fused_attention(changed, mask, 4)[:, others]
     )
     out[:, others].sum().backward()
     d_model = 16
@@ -83,10 +83,10 @@ def test_masked_keys_get_no_weight_and_no_gradient():
 
 
 def test_inference_keeps_no_probabilities_and_matches_training_output():
-    qkv, allowed = _inputs(6, 11, 4, 4, seed=2)
+    qkv, mask = _inputs(6, 11, 4, 4, seed=2)
     with torch.no_grad():
-        inference = fused_attention(qkv, allowed, 4)
-    training = fused_attention(qkv.clone().requires_grad_(), allowed, 4)
+        inference = fused_attention(qkv, mask, 4)
+    training = fused_attention(qkv.clone().requires_grad_(), mask, 4)
     assert torch.equal(inference, training.detach())
 
 
@@ -94,7 +94,7 @@ def test_the_layer_uses_the_kernel_on_cpu_and_pytorch_otherwise(monkeypatch):
     torch.manual_seed(0)
     layer = CrossGraphAttentionLayer(16, 4, 64, "relu")
     node_mask = torch.rand(8, 2, 11) > 0.2
-    allowed = AgentBody._attention_mask(node_mask)
+    mask = AttentionMask(node_mask)
     tokens = torch.randn(8, 24, 16)
     calls = []
     original = agents_module.fused_attention
@@ -103,10 +103,10 @@ def test_the_layer_uses_the_kernel_on_cpu_and_pytorch_otherwise(monkeypatch):
         "fused_attention",
         lambda *args: calls.append(1) or original(*args),
     )
-    fused = layer(tokens, allowed)
+    fused = layer(tokens, mask)
     assert calls, "the CPU layer did not use the fused kernel"
     monkeypatch.setattr(agents_module, "fusable", lambda qkv: False)
-    torch.testing.assert_close(fused, layer(tokens, allowed), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused, layer(tokens, mask), rtol=1e-5, atol=1e-5)
     assert not fusable(tokens.double())
 
 

@@ -20,7 +20,8 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.protocols import Decision
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_gin
+from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_gin, cpu_transformer
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import AttentionMask
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
     fusable,
     fused_attention,
@@ -100,7 +101,8 @@ class DenseGINLayer(nn.Module):
 class CrossGraphAttentionLayer(nn.Module):
     """Post-norm transformer layer with a boolean attention mask shared by heads.
 
-    On the CPU the attention itself is a fused kernel (:mod:`.cpu_attention`).
+    On the CPU the attention itself is a fused kernel (:mod:`.cpu_attention`), and
+    without gradients the whole layer is one (:mod:`.cpu_transformer`).
     """
 
     def __init__(
@@ -117,20 +119,22 @@ class CrossGraphAttentionLayer(nn.Module):
     def forward(
         self,
         tokens: Float[Tensor, "batch token d_model"],
-        allowed: Bool[Tensor, "batch 1 token token"],
+        mask: AttentionMask,
     ) -> Float[Tensor, "batch token d_model"]:
-        """Self-attention where query ``i`` sees key ``j`` iff ``allowed[i, j]``."""
+        """Self-attention where each query sees the keys ``mask`` allows."""
+        if cpu_transformer.fusable(self, tokens):
+            return cpu_transformer.fused_layer(self, tokens, mask)
         batch, length, d_model = tokens.shape
         head_dim = d_model // self.num_heads
         qkv = self.qkv(tokens)
         if fusable(qkv):
-            attended = fused_attention(qkv, allowed, self.num_heads)
+            attended = fused_attention(qkv, mask, self.num_heads)
         else:
             query, key, value = qkv.view(
                 batch, length, 3, self.num_heads, head_dim
             ).permute(2, 0, 3, 1, 4)
             attended = nn.functional.scaled_dot_product_attention(
-                query, key, value, attn_mask=allowed
+                query, key, value, attn_mask=mask.allowed()
             )
             attended = attended.transpose(1, 2).reshape(batch, length, d_model)
         tokens = self.norm_attention(tokens + self.out(attended))
@@ -189,42 +193,10 @@ class AgentBody(nn.Module):
             ],
             dim=1,
         )
-        allowed = self._attention_mask(node_mask)
+        mask = AttentionMask(node_mask)
         for layer in self.transformer:
-            tokens = layer(tokens, allowed)
+            tokens = layer(tokens, mask)
         return tokens[:, :2], tokens[:, 2:]
-
-    @staticmethod
-    def _attention_mask(
-        node_mask: Bool[Tensor, "batch 2 node"],
-    ) -> Bool[Tensor, "batch 1 token token"]:
-        """Nodes see the other graph's real nodes and the pooled tokens.
-
-        Pooled tokens see each other and every real node. Keys that are padding
-        nodes are hidden from everyone; every query sees at least the pooled tokens.
-        """
-        batch, _, n = node_mask.shape
-        device = node_mask.device
-        graph_of = torch.cat(
-            [
-                torch.full((2,), -1, device=device),
-                torch.arange(2 * n, device=device) // n,  # graph of each node
-            ]
-        )
-        is_pool = graph_of == -1
-        structure = (
-            is_pool[None, :]
-            | is_pool[:, None]
-            | (graph_of[:, None] != graph_of[None, :])
-        )
-        real_key = torch.cat(
-            [
-                torch.ones(batch, 2, dtype=torch.bool, device=device),
-                node_mask.reshape(batch, 2 * n),
-            ],
-            dim=1,
-        )
-        return (structure[None] & real_key[:, None, :])[:, None]
 
 
 class GraphIsomorphismAgent(nn.Module):

@@ -53,6 +53,79 @@ void check(const torch::Tensor& t, const char* name, int64_t dims) {
 
 int64_t lanes() { return kLanes; }
 
+// Scratch space of attend_row, allocated once per thread.
+struct RowBuffers {
+  std::vector<float> mask_t, qt, scores, lanes_out;
+  RowBuffers(int64_t L, int64_t Lq, int64_t D)
+      : mask_t(L * Lq), qt(D * Lq), scores(L * kLanes), lanes_out(kLanes) {}
+};
+
+// Attention of one batch row: xb (L, 3 * M) its q | k | v, mask (L, Lp) its bias
+// rows; writes ob (L, M) and, unless null, Pb (H, L, Lp). Lq is L rounded up to
+// whole vectors: the queries sit in the lanes, so softmax and the value sums need no
+// reduction across lanes.
+void attend_row(const float* xb, const float* mask, int64_t L, int64_t Lp, int64_t Lq,
+                int64_t M, int64_t H, float s, float* ob, float* Pb, RowBuffers& buf) {
+  const int64_t D = M / H;
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  std::vector<float>& mask_t = buf.mask_t;
+  std::vector<float>& qt = buf.qt;
+  std::vector<float>& scores = buf.scores;
+  std::vector<float>& lanes_out = buf.lanes_out;
+  // The mask transposed to (key, query), padding queries masked everywhere.
+  for (int64_t j = 0; j < L; ++j)
+    for (int64_t i = 0; i < Lq; ++i)
+      mask_t[j * Lq + i] = i < L ? mask[i * Lp + j] : minus_inf;
+  for (int64_t h = 0; h < H; ++h) {
+    // Scaled queries transposed to (d, query), zero-padded.
+    std::fill(qt.begin(), qt.end(), 0.f);
+    for (int64_t i = 0; i < L; ++i)
+      for (int64_t d = 0; d < D; ++d) qt[d * Lq + i] = xb[i * 3 * M + h * D + d] * s;
+    const float* keys = xb + M + h * D;
+    const float* values = xb + 2 * M + h * D;
+    for (int64_t i0 = 0; i0 < Lq; i0 += kLanes) {
+      Vec top(minus_inf);
+      for (int64_t j = 0; j < L; ++j) {
+        Vec score = Vec::loadu(&mask_t[j * Lq + i0]);
+        for (int64_t d = 0; d < D; ++d)
+          score = at::vec::fmadd(Vec::loadu(&qt[d * Lq + i0]),
+                                 Vec(keys[j * 3 * M + d]), score);
+        score.store(&scores[j * kLanes]);
+        top = at::vec::maximum(top, score);
+      }
+      Vec total(0.f);
+      for (int64_t j = 0; j < L; ++j) {
+        Vec e = (Vec::loadu(&scores[j * kLanes]) - top).exp_u20();
+        // Masked keys are exactly 0 (and no NaN when a query sees no key).
+        e = Vec::blendv(e, Vec(0.f), Vec::loadu(&mask_t[j * Lq + i0]) < Vec(0.f));
+        e.store(&scores[j * kLanes]);
+        total = total + e;
+      }
+      const Vec inverse =
+          Vec::blendv(Vec(1.f) / total, Vec(0.f), total <= Vec(0.f));
+      const int64_t count = std::min(kLanes, L - i0);
+      for (int64_t d = 0; d < D; ++d) {
+        Vec acc(0.f);
+        for (int64_t j = 0; j < L; ++j)
+          acc = at::vec::fmadd(Vec::loadu(&scores[j * kLanes]),
+                               Vec(values[j * 3 * M + d]), acc);
+        (acc * inverse).store(lanes_out.data());
+        for (int64_t k = 0; k < count; ++k) ob[(i0 + k) * M + h * D + d] = lanes_out[k];
+      }
+      if (Pb != nullptr) {
+        float* Ph = Pb + (h * L + i0) * Lp;
+        for (int64_t j = 0; j < L; ++j) {
+          (Vec::loadu(&scores[j * kLanes]) * inverse).store(lanes_out.data());
+          for (int64_t k = 0; k < count; ++k) Ph[k * Lp + j] = lanes_out[k];
+        }
+        // Padding keys' probabilities are 0 (the backward pass reads them).
+        for (int64_t k = 0; k < count; ++k)
+          std::fill(Ph + k * Lp + L, Ph + (k + 1) * Lp, 0.f);
+      }
+    }
+  }
+}
+
 std::vector<torch::Tensor> attention_forward(const torch::Tensor& qkv,
                                              const torch::Tensor& bias, int64_t H,
                                              double scale, bool keep_probs) {
@@ -69,69 +142,13 @@ std::vector<torch::Tensor> attention_forward(const torch::Tensor& qkv,
   const float* mask = bias.data_ptr<float>();
   float* o = out.data_ptr<float>();
   float* P = keep_probs ? probs.data_ptr<float>() : nullptr;
-  const float s = static_cast<float>(scale);
-  const float minus_inf = -std::numeric_limits<float>::infinity();
-  // Queries padded to whole vectors: the forward pass puts 8 queries in the lanes,
-  // so softmax and the value sums need no reduction across lanes.
   const int64_t Lq = (L + kLanes - 1) / kLanes * kLanes;
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> mask_t(L * Lq), qt(D * Lq), scores(L * kLanes), lanes_out(kLanes);
-    for (int64_t b = begin; b < end; ++b) {
-      const float* xb = x + b * L * 3 * M;
-      // The mask transposed to (key, query), padding queries masked everywhere.
-      for (int64_t j = 0; j < L; ++j)
-        for (int64_t i = 0; i < Lq; ++i)
-          mask_t[j * Lq + i] = i < L ? mask[(b * L + i) * Lp + j] : minus_inf;
-      for (int64_t h = 0; h < H; ++h) {
-        // Scaled queries transposed to (d, query), zero-padded.
-        std::fill(qt.begin(), qt.end(), 0.f);
-        for (int64_t i = 0; i < L; ++i)
-          for (int64_t d = 0; d < D; ++d) qt[d * Lq + i] = xb[i * 3 * M + h * D + d] * s;
-        const float* keys = xb + M + h * D;
-        const float* values = xb + 2 * M + h * D;
-        for (int64_t i0 = 0; i0 < Lq; i0 += kLanes) {
-          Vec top(minus_inf);
-          for (int64_t j = 0; j < L; ++j) {
-            Vec score = Vec::loadu(&mask_t[j * Lq + i0]);
-            for (int64_t d = 0; d < D; ++d)
-              score = at::vec::fmadd(Vec::loadu(&qt[d * Lq + i0]),
-                                     Vec(keys[j * 3 * M + d]), score);
-            score.store(&scores[j * kLanes]);
-            top = at::vec::maximum(top, score);
-          }
-          Vec total(0.f);
-          for (int64_t j = 0; j < L; ++j) {
-            Vec e = (Vec::loadu(&scores[j * kLanes]) - top).exp_u20();
-            // Masked keys are exactly 0 (and no NaN when a query sees no key).
-            e = Vec::blendv(e, Vec(0.f), Vec::loadu(&mask_t[j * Lq + i0]) < Vec(0.f));
-            e.store(&scores[j * kLanes]);
-            total = total + e;
-          }
-          const Vec inverse =
-              Vec::blendv(Vec(1.f) / total, Vec(0.f), total <= Vec(0.f));
-          const int64_t count = std::min(kLanes, L - i0);
-          for (int64_t d = 0; d < D; ++d) {
-            Vec acc(0.f);
-            for (int64_t j = 0; j < L; ++j)
-              acc = at::vec::fmadd(Vec::loadu(&scores[j * kLanes]),
-                                   Vec(values[j * 3 * M + d]), acc);
-            (acc * inverse).store(lanes_out.data());
-            for (int64_t k = 0; k < count; ++k)
-              o[(b * L + i0 + k) * M + h * D + d] = lanes_out[k];
-          }
-          if (P != nullptr) {
-            float* Pb = P + ((b * H + h) * L + i0) * Lp;
-            for (int64_t j = 0; j < L; ++j) {
-              (Vec::loadu(&scores[j * kLanes]) * inverse).store(lanes_out.data());
-              for (int64_t k = 0; k < count; ++k) Pb[k * Lp + j] = lanes_out[k];
-            }
-            // Padding keys' probabilities are 0 (the backward pass reads them).
-            for (int64_t k = 0; k < count; ++k)
-              std::fill(Pb + k * Lp + L, Pb + (k + 1) * Lp, 0.f);
-          }
-        }
-      }
-    }
+    RowBuffers buf(L, Lq, D);
+    for (int64_t b = begin; b < end; ++b)
+      attend_row(x + b * L * 3 * M, mask + b * L * Lp, L, Lp, Lq, M, H,
+                 static_cast<float>(scale), o + b * L * M,
+                 P == nullptr ? nullptr : P + b * H * L * Lp, buf);
   });
   return {out, probs};
 }

@@ -15,9 +15,12 @@ turn it off.
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
+    AttentionMask,
+)
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
     load_extension,
     usable,
@@ -56,10 +59,10 @@ class _FusedAttention(torch.autograd.Function):
 
 def fused_attention(
     qkv: Float[Tensor, "batch token three_d_model"],
-    allowed: Bool[Tensor, "batch 1 token token"],
+    mask: AttentionMask,
     num_heads: int,
 ) -> Float[Tensor, "batch token d_model"]:
-    """Multi-head attention where query ``i`` sees key ``j`` iff ``allowed[i, j]``.
+    """Multi-head attention where each query sees the keys ``mask`` allows.
 
     ``qkv`` is the output of the layer's ``Linear(d_model, 3 * d_model)`` (queries,
     keys, values; heads contiguous inside each); the result is the heads'
@@ -68,9 +71,4 @@ def fused_attention(
     """
     extension = load_extension(SWITCH)
     assert extension is not None, "check fusable() before calling fused_attention"
-    batch, tokens, _ = qkv.shape
-    lanes = extension.lanes()
-    padded = -(-tokens // lanes) * lanes
-    bias = torch.full((batch, tokens, padded), float("-inf"))
-    bias[..., :tokens].masked_fill_(allowed[:, 0], 0.0)
-    return _FusedAttention.apply(qkv, bias, num_heads)
+    return _FusedAttention.apply(qkv, mask.bias(extension.lanes()), num_heads)

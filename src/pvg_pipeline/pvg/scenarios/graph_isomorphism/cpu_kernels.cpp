@@ -1,6 +1,6 @@
-// Python bindings of the fused CPU kernels (compiled after cpu_attention.cpp and
-// cpu_gin.cpp, in one translation unit). The kernels release the GIL: the agents'
-// updates run side by side in Python threads.
+// Python bindings of the fused CPU kernels (compiled after cpu_attention.cpp,
+// cpu_gin.cpp and cpu_transformer.cpp, in one translation unit). The kernels
+// release the GIL: the agents' updates run side by side in Python threads.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto no_gil = py::call_guard<py::gil_scoped_release>();
   m.def("lanes", &pvg_attention::lanes,
@@ -11,4 +11,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "fused masked attention, backward", no_gil);
   m.def("gin_forward", &pvg_gin::gin_forward, "fused GIN layer, forward", no_gil);
   m.def("gin_backward", &pvg_gin::gin_backward, "fused GIN layer, backward", no_gil);
+  m.def("transformer_forward", &pvg_transformer::transformer_forward,
+        "fused transformer layer, forward only", no_gil);
 }

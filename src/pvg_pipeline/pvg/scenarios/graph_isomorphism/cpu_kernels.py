@@ -29,7 +29,7 @@ import torch
 
 _HERE = Path(__file__).parent
 #: Concatenated into one translation unit, bindings last.
-SOURCES = ("cpu_attention.cpp", "cpu_gin.cpp", "cpu_kernels.cpp")
+SOURCES = ("cpu_attention.cpp", "cpu_gin.cpp", "cpu_transformer.cpp", "cpu_kernels.cpp")
 _ALL_SWITCH = "PVG_FUSED_CPU_KERNELS"
 _lock = threading.Lock()
 _state: dict[str, ModuleType | None] = {}

@@ -1,0 +1,117 @@
+// Fused post-norm transformer layer on the CPU, forward only (acting, evaluation):
+//   x1 = LN1(x + attention(x) Wo^T + bo),   out = LN2(x1 + relu(x1 W1^T + b1) W2^T + b2)
+// where attention(x) is the masked multi-head attention of cpu_attention.cpp on
+// x Wqkv^T + bqkv.
+//
+// With 24 tokens of 16 features a layer is ~12 PyTorch operations, each a pass over
+// (rows, 24, <= 64) intermediates plus its dispatch; acting calls it on a few hundred
+// rows at a time, so the overhead is most of its cost. Here each batch row goes
+// through the whole layer in small buffers that stay in cache, with the GIN kernel's
+// register-tiled products (pvg_gin::gemm) and the attention of pvg_attention.
+//
+// Layouts (contiguous float32): tokens (B, L, M); bias (B, L, Lp) as for
+// attention_forward; wqkv_t (M, 3M), wout_t (M, M), w1_t (M, F), w2_t (F, M) the
+// transposed Linear weights; M and F multiples of lanes().
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <cmath>
+#include <vector>
+
+namespace pvg_transformer {
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = Vec::size();
+
+// out[t] = LayerNorm(x[t] + residual[t]) for rows of M features (M small).
+void add_layer_norm(const float* x, const float* residual, int64_t rows, int64_t M,
+                    const float* weight, const float* bias, float eps, float* out) {
+  std::vector<float> sum(M);
+  for (int64_t t = 0; t < rows; ++t) {
+    float mean = 0.f;
+    for (int64_t m = 0; m < M; ++m) {
+      sum[m] = x[t * M + m] + residual[t * M + m];
+      mean += sum[m];
+    }
+    mean /= static_cast<float>(M);
+    float var = 0.f;
+    for (int64_t m = 0; m < M; ++m) var += (sum[m] - mean) * (sum[m] - mean);
+    const float inverse = 1.f / std::sqrt(var / static_cast<float>(M) + eps);
+    for (int64_t m = 0; m < M; ++m)
+      out[t * M + m] = (sum[m] - mean) * inverse * weight[m] + bias[m];
+  }
+}
+
+const float* weights(const torch::Tensor& t, const char* name, int64_t rows,
+                     int64_t cols) {
+  pvg_gin::check(t, name, cols == 0 ? 1 : 2);
+  TORCH_CHECK(t.size(0) == rows && (cols == 0 || t.size(1) == cols), name,
+              " has the wrong shape");
+  return t.data_ptr<float>();
+}
+
+}  // namespace
+
+torch::Tensor transformer_forward(
+    const torch::Tensor& tokens, const torch::Tensor& bias, int64_t H, double scale,
+    const torch::Tensor& wqkv_t, const torch::Tensor& bqkv,
+    const torch::Tensor& wout_t, const torch::Tensor& bout,
+    const torch::Tensor& norm1_weight, const torch::Tensor& norm1_bias,
+    double norm1_eps, const torch::Tensor& w1_t, const torch::Tensor& b1,
+    const torch::Tensor& w2_t, const torch::Tensor& b2,
+    const torch::Tensor& norm2_weight, const torch::Tensor& norm2_bias,
+    double norm2_eps) {
+  pvg_gin::check(tokens, "tokens", 3);
+  pvg_gin::check(bias, "bias", 3);
+  const int64_t B = tokens.size(0), L = tokens.size(1), M = tokens.size(2);
+  const int64_t F = w1_t.size(1), Lp = bias.size(2);
+  TORCH_CHECK(M % H == 0 && M % kLanes == 0 && F % kLanes == 0,
+              "d_model must be a multiple of the heads and of lanes(), d_mlp of lanes()");
+  TORCH_CHECK(bias.size(0) == B && bias.size(1) == L && Lp % kLanes == 0 && Lp >= L,
+              "bias must be (batch, tokens, tokens padded to lanes())");
+  const float* wqkv = weights(wqkv_t, "wqkv_t", M, 3 * M);
+  const float* bq = weights(bqkv, "bqkv", 3 * M, 0);
+  const float* wout = weights(wout_t, "wout_t", M, M);
+  const float* bo = weights(bout, "bout", M, 0);
+  const float* g1 = weights(norm1_weight, "norm1_weight", M, 0);
+  const float* s1 = weights(norm1_bias, "norm1_bias", M, 0);
+  const float* w1 = weights(w1_t, "w1_t", M, F);
+  const float* bh = weights(b1, "b1", F, 0);
+  const float* w2 = weights(w2_t, "w2_t", F, M);
+  const float* bm = weights(b2, "b2", M, 0);
+  const float* g2 = weights(norm2_weight, "norm2_weight", M, 0);
+  const float* s2 = weights(norm2_bias, "norm2_bias", M, 0);
+  auto out = torch::empty_like(tokens);
+  const float* x = tokens.data_ptr<float>();
+  const float* mask = bias.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const int64_t Lq = (L + kLanes - 1) / kLanes * kLanes;
+  at::parallel_for(0, B, 4, [&](int64_t begin, int64_t end) {
+    pvg_attention::RowBuffers buf(L, Lq, M / H);
+    std::vector<float> qkv(L * 3 * M), attended(L * M), projected(L * M), x1(L * M),
+        hidden(L * F);
+    for (int64_t b = begin; b < end; ++b) {
+      const float* xb = x + b * L * M;
+      pvg_gin::gemm(xb, M, 1, L, M, wqkv, 3 * M, 3 * M, bq, qkv.data(), 3 * M, false,
+                    false);
+      pvg_attention::attend_row(qkv.data(), mask + b * L * Lp, L, Lp, Lq, M, H,
+                                static_cast<float>(scale), attended.data(), nullptr,
+                                buf);
+      pvg_gin::gemm(attended.data(), M, 1, L, M, wout, M, M, bo, projected.data(), M,
+                    false, false);
+      add_layer_norm(projected.data(), xb, L, M, g1, s1,
+                     static_cast<float>(norm1_eps), x1.data());
+      pvg_gin::gemm(x1.data(), M, 1, L, M, w1, F, F, bh, hidden.data(), F, false,
+                    true);
+      pvg_gin::gemm(hidden.data(), F, 1, L, F, w2, M, M, bm, projected.data(), M,
+                    false, false);
+      add_layer_norm(projected.data(), x1.data(), L, M, g2, s2,
+                     static_cast<float>(norm2_eps), o + b * L * M);
+    }
+  });
+  return out;
+}
+
+}  // namespace pvg_transformer

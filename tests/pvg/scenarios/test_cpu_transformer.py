@@ -1,0 +1,144 @@
+"""The fused CPU transformer layer computes the PyTorch layer, and the agents use it
+exactly when no gradient is wanted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_transformer
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
+    AgentArchitecture,
+    CrossGraphAttentionLayer,
+    GameShape,
+    GraphIsomorphismAgent,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
+    AttentionMask,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+
+pytestmark = pytest.mark.skipif(
+    load_extension() is None, reason="the fused CPU kernels could not build"
+)
+
+
+def _layer(d_model, heads, d_mlp, seed=0):
+    torch.manual_seed(seed)
+    layer = CrossGraphAttentionLayer(d_model, heads, d_mlp, "relu")
+    with torch.no_grad():
+        for parameter in layer.parameters():  # not LayerNorm's identity start
+            parameter.normal_(0.0, 0.5)
+    return layer
+
+
+def _inputs(batch, nodes, d_model, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    node_mask = torch.rand(batch, 2, nodes, generator=generator) > 0.3
+    tokens = 2 * torch.randn(batch, 2 + 2 * nodes, d_model, generator=generator)
+    return tokens, AttentionMask(node_mask)
+
+
+def _spy(monkeypatch):
+    calls = []
+    original = cpu_transformer.fused_layer
+    monkeypatch.setattr(
+        cpu_transformer,
+        "fused_layer",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    return calls
+
+
+# Token counts below, at and above a vector width; other widths and head counts.
+@pytest.mark.parametrize(
+    ("batch", "nodes", "d_model", "heads", "d_mlp"),
+    [(5, 3, 16, 4, 64), (37, 11, 16, 4, 64), (3, 7, 16, 2, 32), (2, 1, 8, 1, 8)],
+)
+def test_matches_the_pytorch_layer(monkeypatch, batch, nodes, d_model, heads, d_mlp):
+    layer = _layer(d_model, heads, d_mlp)
+    tokens, mask = _inputs(batch, nodes, d_model)
+    calls = _spy(monkeypatch)
+    with torch.no_grad():
+        fused = layer(tokens, mask)
+        assert calls, "the layer did not use the fused kernel"
+        monkeypatch.setenv("PVG_FUSED_CPU_KERNELS", "0")
+        reference = layer(tokens, mask)
+    assert len(calls) == 1
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_an_empty_batch():
+    layer = _layer(16, 4, 64)
+    tokens, mask = _inputs(0, 11, 16)
+    with torch.no_grad():
+        assert layer(tokens, mask).shape == (0, 24, 16)
+
+
+def test_used_only_when_no_gradient_is_wanted(monkeypatch):
+    layer = _layer(16, 4, 64)
+    tokens, mask = _inputs(4, 11, 16)
+    calls = _spy(monkeypatch)
+    training = layer(tokens, mask)
+    assert not calls and training.requires_grad  # training: autograd needs the ops
+    with torch.no_grad():
+        acting = layer(tokens, mask)
+    assert calls == [1]
+    layer.requires_grad_(False)  # frozen, grad mode on: nothing to differentiate
+    layer(tokens, mask)
+    assert calls == [1, 1]
+    assert not cpu_transformer.fusable(layer, tokens.requires_grad_())
+    torch.testing.assert_close(acting, training.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_not_used_where_it_does_not_apply(monkeypatch):
+    tokens, _ = _inputs(2, 5, 16)
+    with torch.no_grad():
+        assert cpu_transformer.fusable(_layer(16, 4, 64), tokens)
+        assert not cpu_transformer.fusable(_layer(16, 4, 64), tokens.double())
+        tanh = CrossGraphAttentionLayer(16, 4, 64, "tanh")
+        assert not cpu_transformer.fusable(tanh, tokens)
+        odd = CrossGraphAttentionLayer(16, 4, 60, "relu")  # not a vector multiple
+        assert not cpu_transformer.fusable(odd, tokens)
+        monkeypatch.setenv("PVG_FUSED_CPU_TRANSFORMER", "0")
+        assert not cpu_transformer.fusable(_layer(16, 4, 64), tokens)
+
+
+def test_does_not_depend_on_the_thread_count():
+    layer = _layer(16, 4, 64)
+    tokens, mask = _inputs(200, 11, 16, seed=3)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                results.append(layer(tokens, mask))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(*results)
+
+
+def test_whole_agent_acting_matches_plain_pytorch(monkeypatch):
+    """The agent as the collector runs it (no gradients): kernels on vs all off."""
+    torch.manual_seed(0)
+    shape = GameShape(max_nodes=11, max_rounds=8, visible_channels=(0, 1))
+    agent = GraphIsomorphismAgent(
+        AgentArchitecture(num_gnn_layers=5), shape, is_verifier=True
+    )
+    generator = torch.Generator().manual_seed(5)
+    node_mask = torch.rand(32, 2, 11, generator=generator) > 0.2
+    adjacency = torch.rand(32, 2, 11, 11, generator=generator) < 0.3
+    adjacency &= node_mask[:, :, :, None] & node_mask[:, :, None, :]
+    history = (torch.rand(32, 8, 2, 2, 11, generator=generator) < 0.1).float()
+    round_number = torch.randint(0, 8, (32,), generator=generator)
+    calls = _spy(monkeypatch)
+    with torch.no_grad():
+        fused = agent(adjacency, node_mask, history, round_number)
+        assert calls, "acting did not use the fused transformer layer"
+        monkeypatch.setenv("PVG_FUSED_CPU_KERNELS", "0")
+        plain = agent(adjacency, node_mask, history, round_number)
+    for name in ("node_logits", "decision_logits", "value"):
+        torch.testing.assert_close(
+            getattr(fused, name), getattr(plain, name), rtol=1e-5, atol=1e-5
+        )
