@@ -2,17 +2,21 @@
 
 The agents' layers are tiny (11-node graphs, 16-wide features, 4 heads of 4
 dimensions), so on the CPU PyTorch spends most of their time on per-operation
-overhead and on passes over small intermediates. Two fused kernels do that work in
+overhead and on passes over small intermediates. Fused kernels do that work in
 one pass each, in cache: masked multi-head attention (``cpu_attention.cpp``, used
-by :mod:`.cpu_attention`) and the GIN layer (``cpu_gin.cpp``, used by
-:mod:`.cpu_gin`); ``cpu_kernels.cpp`` binds them. They are compiled together once
-per virtual environment with ``torch.utils.cpp_extension`` (``scripts/setup.sh``
-does it at install time; ~1.5 minutes) into ``<venv>/torch_extensions``.
+by :mod:`.cpu_attention`), the GIN layer (``cpu_gin.cpp``, used by
+:mod:`.cpu_gin`) and, without gradients, the whole transformer layer
+(``cpu_transformer.cpp``, used by :mod:`.cpu_transformer`); ``cpu_kernels.cpp``
+binds them. They are compiled together once per virtual environment with
+``torch.utils.cpp_extension`` (``scripts/setup.sh`` does it at install time; ~1.5
+minutes) into ``<venv>/torch_extensions``, with OpenMP so that they use torch's
+intra-op threads.
 
 When the build fails (no C++ compiler), one warning says so and the agents use
 plain PyTorch: same results to float rounding. Each kernel has an off switch,
 an environment variable set to ``0`` (``PVG_FUSED_CPU_ATTENTION``,
-``PVG_FUSED_CPU_GIN``); ``PVG_FUSED_CPU_KERNELS=0`` turns both off.
+``PVG_FUSED_CPU_GIN``, ``PVG_FUSED_CPU_TRANSFORMER``); ``PVG_FUSED_CPU_KERNELS=0``
+turns them all off.
 """
 
 from __future__ import annotations
