@@ -142,3 +142,67 @@ def test_whole_agent_acting_matches_plain_pytorch(monkeypatch):
         torch.testing.assert_close(
             getattr(fused, name), getattr(plain, name), rtol=1e-5, atol=1e-5
         )
+
+
+def _feed_forward_and_gradients(layer, tokens, upstream, fused):
+    layer.zero_grad()
+    tokens = tokens.clone().requires_grad_()
+    if fused:
+        out = cpu_transformer.fused_feed_forward(layer, tokens)
+    else:
+        out = layer.norm_mlp(tokens + layer.mlp(tokens))
+    out.backward(upstream)
+    parameters = (*layer.mlp.parameters(), *layer.norm_mlp.parameters())
+    return out.detach(), [tokens.grad, *(p.grad.clone() for p in parameters)]
+
+
+# One chunk of rows, several with a partial last one, other widths.
+@pytest.mark.parametrize(
+    ("batch", "tokens", "d_model", "d_mlp"),
+    [(5, 8, 16, 64), (37, 24, 16, 64), (3, 7, 8, 8)],
+)
+def test_feed_forward_and_its_gradients_match_pytorch(batch, tokens, d_model, d_mlp):
+    layer = _layer(d_model, 1, d_mlp)
+    inputs = 2 * torch.randn(batch, tokens, d_model)
+    upstream = torch.randn(batch, tokens, d_model)
+    fused, fused_grads = _feed_forward_and_gradients(layer, inputs, upstream, True)
+    reference, grads = _feed_forward_and_gradients(layer, inputs, upstream, False)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    # tokens, W1, b1, W2, b2, LayerNorm weight and bias
+    assert len(fused_grads) == 7
+    for ours, theirs in zip(fused_grads, grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_feed_forward_gradients_do_not_depend_on_the_thread_count():
+    layer = _layer(16, 4, 64)
+    inputs, upstream = torch.randn(200, 24, 16), torch.randn(200, 24, 16)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append(_feed_forward_and_gradients(layer, inputs, upstream, True))
+    finally:
+        torch.set_num_threads(threads)
+    (out_1, grads_1), (out_2, grads_2) = results
+    assert torch.equal(out_1, out_2)
+    for one, two in zip(grads_1, grads_2, strict=True):
+        assert torch.equal(one, two)
+
+
+def test_training_uses_the_feed_forward_kernel(monkeypatch):
+    layer = _layer(16, 4, 64)
+    tokens, mask = _inputs(4, 11, 16)
+    calls = []
+    original = cpu_transformer.fused_feed_forward
+    monkeypatch.setattr(
+        cpu_transformer,
+        "fused_feed_forward",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    fused = layer(tokens, mask)
+    assert calls and fused.requires_grad
+    monkeypatch.setenv("PVG_FUSED_CPU_TRANSFORMER", "0")
+    torch.testing.assert_close(fused, layer(tokens, mask), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1

@@ -101,8 +101,9 @@ class DenseGINLayer(nn.Module):
 class CrossGraphAttentionLayer(nn.Module):
     """Post-norm transformer layer with a boolean attention mask shared by heads.
 
-    On the CPU the attention itself is a fused kernel (:mod:`.cpu_attention`), and
-    without gradients the whole layer is one (:mod:`.cpu_transformer`).
+    On the CPU the attention itself is a fused kernel (:mod:`.cpu_attention`), so is
+    the feed-forward half, and without gradients the whole layer is one
+    (:mod:`.cpu_transformer`).
     """
 
     def __init__(
@@ -138,6 +139,8 @@ class CrossGraphAttentionLayer(nn.Module):
             )
             attended = attended.transpose(1, 2).reshape(batch, length, d_model)
         tokens = self.norm_attention(tokens + self.out(attended))
+        if cpu_transformer.feed_forward_fusable(self, tokens):
+            return cpu_transformer.fused_feed_forward(self, tokens)
         return self.norm_mlp(tokens + self.mlp(tokens))
 
 

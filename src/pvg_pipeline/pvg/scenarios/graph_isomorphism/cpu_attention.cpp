@@ -15,6 +15,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <limits>
 #include <vector>
 
@@ -40,6 +41,52 @@ void gather_transposed(const float* xb, int64_t L, int64_t M, int64_t D, int64_t
       vt[d * Lp + j] = token[2 * M + d];
     }
   }
+}
+
+// out_t[d][j] = sum_i a[i][j] b[i][d] for NJ vectors of keys from j0 and ND dims
+// from d0: a (L, Lp) rows, b rows of stride ldb, out_t (D, Lp).
+template <int NJ, int ND>
+void outer_sum(const float* a, int64_t Lp, int64_t j0, const float* b, int64_t ldb,
+               int64_t d0, int64_t L, float* out_t) {
+  Vec acc[NJ][ND];
+  for (int jj = 0; jj < NJ; ++jj)
+    for (int dd = 0; dd < ND; ++dd) acc[jj][dd] = Vec(0.f);
+  for (int64_t i = 0; i < L; ++i) {
+    Vec av[NJ];
+    for (int jj = 0; jj < NJ; ++jj) av[jj] = Vec::loadu(a + i * Lp + j0 + jj * kLanes);
+    for (int dd = 0; dd < ND; ++dd) {
+      const Vec bv(b[i * ldb + d0 + dd]);
+      for (int jj = 0; jj < NJ; ++jj) acc[jj][dd] = at::vec::fmadd(av[jj], bv, acc[jj][dd]);
+    }
+  }
+  for (int jj = 0; jj < NJ; ++jj)
+    for (int dd = 0; dd < ND; ++dd)
+      acc[jj][dd].store(out_t + (d0 + dd) * Lp + j0 + jj * kLanes);
+}
+
+template <int NJ>
+void outer_sum_dims(int64_t nd, const float* a, int64_t Lp, int64_t j0, const float* b,
+                    int64_t ldb, int64_t d0, int64_t L, float* out_t) {
+  switch (nd) {
+    case 1: outer_sum<NJ, 1>(a, Lp, j0, b, ldb, d0, L, out_t); break;
+    case 2: outer_sum<NJ, 2>(a, Lp, j0, b, ldb, d0, L, out_t); break;
+    case 3: outer_sum<NJ, 3>(a, Lp, j0, b, ldb, d0, L, out_t); break;
+    default: outer_sum<NJ, 4>(a, Lp, j0, b, ldb, d0, L, out_t); break;
+  }
+}
+
+// out_t (D, Lp) = (a^T b)^T over the L queries, in register tiles of 2 key vectors
+// x 4 dims (8 independent FMA chains).
+void outer_sums(const float* a, int64_t Lp, const float* b, int64_t ldb, int64_t D,
+                int64_t L, float* out_t) {
+  for (int64_t j0 = 0; j0 < Lp; j0 += 2 * kLanes)
+    for (int64_t d0 = 0; d0 < D; d0 += 4) {
+      const int64_t nd = std::min<int64_t>(4, D - d0);
+      if (j0 + 2 * kLanes <= Lp)
+        outer_sum_dims<2>(nd, a, Lp, j0, b, ldb, d0, L, out_t);
+      else
+        outer_sum_dims<1>(nd, a, Lp, j0, b, ldb, d0, L, out_t);
+    }
 }
 
 void check(const torch::Tensor& t, const char* name, int64_t dims) {
@@ -169,45 +216,42 @@ torch::Tensor attention_backward(const torch::Tensor& grad_out_in,
   float* gx = grad.data_ptr<float>();
   const Vec s(static_cast<float>(scale));
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(D * Lp), vt(D * Lp), dkt(D * Lp), dvt(D * Lp), ds(Lp);
+    std::vector<float> kt(D * Lp), vt(D * Lp), dkt(D * Lp), dvt(D * Lp), dS(L * Lp);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const float* xb = x + b * L * 3 * M;
+      const float* Pb = P + bh * L * Lp;
       float* gb = gx + b * L * 3 * M;
       gather_transposed(xb, L, M, D, h, Lp, kt, vt);
-      std::fill(dkt.begin(), dkt.end(), 0.f);
-      std::fill(dvt.begin(), dvt.end(), 0.f);
       for (int64_t i = 0; i < L; ++i) {
-        const float* Pi = P + (bh * L + i) * Lp;
+        const float* Pi = Pb + i * Lp;
         const float* go = g + (b * L + i) * M + h * D;
-        const float* q = xb + i * 3 * M + h * D;
+        float* ds = &dS[i * Lp];
         // dP_ij = go . v_j ; softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik).
         Vec weighted(0.f);
         for (int64_t j = 0; j < Lp; j += kLanes) {
           Vec dp(0.f);
           for (int64_t d = 0; d < D; ++d)
             dp = at::vec::fmadd(Vec(go[d]), Vec::loadu(&vt[d * Lp + j]), dp);
-          dp.store(&ds[j]);
+          dp.store(ds + j);
           weighted = at::vec::fmadd(Vec::loadu(Pi + j), dp, weighted);
         }
         const Vec dot(sum_lanes(weighted));
         for (int64_t j = 0; j < Lp; j += kLanes)
-          (Vec::loadu(Pi + j) * (Vec::loadu(&ds[j]) - dot) * s).store(&ds[j]);
-        // dq_i = sum_j dS_ij k_j ; dk_j += dS_ij q_i ; dv_j += P_ij go_i.
+          (Vec::loadu(Pi + j) * (Vec::loadu(ds + j) - dot) * s).store(ds + j);
+        // dq_i = sum_j dS_ij k_j
         float* gq = gb + i * 3 * M + h * D;
         for (int64_t d = 0; d < D; ++d) {
           Vec acc(0.f);
-          const Vec qd(q[d]), god(go[d]);
-          for (int64_t j = 0; j < Lp; j += kLanes) {
-            const Vec dsj = Vec::loadu(&ds[j]);
-            acc = at::vec::fmadd(dsj, Vec::loadu(&kt[d * Lp + j]), acc);
-            at::vec::fmadd(dsj, qd, Vec::loadu(&dkt[d * Lp + j])).store(&dkt[d * Lp + j]);
-            at::vec::fmadd(Vec::loadu(Pi + j), god, Vec::loadu(&dvt[d * Lp + j]))
-                .store(&dvt[d * Lp + j]);
-          }
+          for (int64_t j = 0; j < Lp; j += kLanes)
+            acc = at::vec::fmadd(Vec::loadu(ds + j), Vec::loadu(&kt[d * Lp + j]), acc);
           gq[d] = sum_lanes(acc);
         }
       }
+      // dk_j = sum_i dS_ij q_i ; dv_j = sum_i P_ij go_i: sums over the queries, kept
+      // in registers (updating dk and dv in memory query by query was 2x slower).
+      outer_sums(dS.data(), Lp, xb + h * D, 3 * M, D, L, dkt.data());
+      outer_sums(Pb, Lp, g + b * L * M + h * D, M, D, L, dvt.data());
       for (int64_t j = 0; j < L; ++j) {
         float* token = gb + j * 3 * M + h * D;
         for (int64_t d = 0; d < D; ++d) {

@@ -13,4 +13,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gin_backward", &pvg_gin::gin_backward, "fused GIN layer, backward", no_gil);
   m.def("transformer_forward", &pvg_transformer::transformer_forward,
         "fused transformer layer, forward only", no_gil);
+  m.def("feed_forward_forward", &pvg_transformer::feed_forward_forward,
+        "fused feed-forward block (MLP, residual, layer norm), forward", no_gil);
+  m.def("feed_forward_backward", &pvg_transformer::feed_forward_backward,
+        "fused feed-forward block, backward", no_gil);
 }

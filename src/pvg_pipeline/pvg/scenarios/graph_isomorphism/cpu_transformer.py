@@ -1,17 +1,20 @@
-"""Fused transformer layer for acting and evaluation on the CPU (C++ extension).
+"""Fused transformer layer kernels on the CPU (C++ extension).
 
-Without gradients (collecting experience, evaluating), the agents' post-norm
-transformer layer is ~12 PyTorch operations on (rows, 24 tokens, 16 features), most
-of whose cost is per-operation overhead. ``cpu_transformer.cpp`` takes each row
-through the whole layer in cache, reusing the attention of :mod:`.cpu_attention`
-and the products of :mod:`.cpu_gin` (see ``docs/performance.md``; building:
-:mod:`.cpu_kernels`). Training needs the gradients, so its forward pass keeps the
-per-operation path (with the fused attention).
+The agents' post-norm transformer layer is ~12 PyTorch operations on (rows, 24
+tokens, 16 features), most of whose cost is per-operation overhead and passes over
+the (rows, 24, 64) hidden activations. ``cpu_transformer.cpp`` has two kernels (see
+``docs/performance.md``; building: :mod:`.cpu_kernels`):
 
-Used only where it applies (no gradient wanted, CPU, float32, a ReLU MLP, widths
-multiple of the vector width, not inside ``torch.compile``); elsewhere, and when the
-build fails, the layer runs in PyTorch: same results to float rounding. Set
-``PVG_FUSED_CPU_TRANSFORMER=0`` to turn it off.
+- :func:`fused_layer`: without gradients (collecting experience, evaluating), each
+  row goes through the whole layer in cache, reusing the attention of
+  :mod:`.cpu_attention` and the products of :mod:`.cpu_gin`;
+- :func:`fused_feed_forward`: with gradients (training), the layer's second half,
+  ``LayerNorm(x + MLP(x))``, forward and backward, chunk by chunk of tokens.
+
+Used only where they apply (CPU, float32, a ReLU MLP, widths multiple of the vector
+width, not inside ``torch.compile``); elsewhere, and when the build fails, the layer
+runs in PyTorch: same results to float rounding. Set
+``PVG_FUSED_CPU_TRANSFORMER=0`` to turn both off.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ def fusable(layer: CrossGraphAttentionLayer, tokens: Tensor) -> bool:
         tokens.requires_grad or any(p.requires_grad for p in layer.parameters())
     ):
         return False
+    return feed_forward_fusable(layer, tokens)
+
+
+def feed_forward_fusable(layer: CrossGraphAttentionLayer, tokens: Tensor) -> bool:
+    """Whether :func:`fused_feed_forward` can compute the layer's second half."""
     if not isinstance(layer.mlp[1], nn.ReLU) or not usable(tokens, SWITCH):
         return False
     extension = load_extension(SWITCH)
@@ -85,3 +93,54 @@ def fused_layer(
             layer.norm_mlp.bias,
             layer.norm_mlp.eps,
         )
+
+
+class _FusedFeedForward(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        tokens: Tensor,
+        w1: Tensor,
+        b1: Tensor,
+        w2: Tensor,
+        b2: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        eps: float,
+    ) -> Tensor:
+        extension = load_extension(SWITCH)
+        assert extension is not None
+        rows = tokens.reshape(-1, tokens.shape[-1]).contiguous()
+        out, hidden, normalized, rstd = extension.feed_forward_forward(
+            rows, w1.t().contiguous(), b1, w2.t().contiguous(), b2, gamma, beta, eps
+        )
+        ctx.save_for_backward(rows, hidden, normalized, rstd, w1, w2, gamma)
+        ctx.extension = extension  # even if switched off before the backward
+        return out.view(tokens.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        rows, hidden, normalized, rstd, w1, w2, gamma = ctx.saved_tensors
+        grad_rows, *grad_parameters = ctx.extension.feed_forward_backward(
+            grad_out.reshape(rows.shape), rows, hidden, normalized, rstd, w1, w2, gamma
+        )
+        return (grad_rows.view(grad_out.shape), *grad_parameters, None)
+
+
+def fused_feed_forward(
+    layer: CrossGraphAttentionLayer, tokens: Float[Tensor, "batch token d_model"]
+) -> Float[Tensor, "batch token d_model"]:
+    """``layer.norm_mlp(tokens + layer.mlp(tokens))`` with its gradients. Check
+    :func:`feed_forward_fusable` first."""
+    first, second = layer.mlp[0], layer.mlp[2]
+    norm = layer.norm_mlp
+    return _FusedFeedForward.apply(
+        tokens,
+        first.weight,
+        first.bias,
+        second.weight,
+        second.bias,
+        norm.weight,
+        norm.bias,
+        norm.eps,
+    )
