@@ -91,6 +91,8 @@ def test_inference_keeps_no_probabilities_and_matches_training_output():
 
 
 def test_the_layer_uses_the_kernel_on_cpu_and_pytorch_otherwise(monkeypatch):
+    # The layer's own kernels (cpu_transformer) off: the attention kernel alone.
+    monkeypatch.setenv("PVG_FUSED_CPU_TRANSFORMER", "0")
     torch.manual_seed(0)
     layer = CrossGraphAttentionLayer(16, 4, 64, "relu")
     node_mask = torch.rand(8, 2, 11) > 0.2

@@ -191,18 +191,91 @@ def test_feed_forward_gradients_do_not_depend_on_the_thread_count():
         assert torch.equal(one, two)
 
 
-def test_training_uses_the_feed_forward_kernel(monkeypatch):
+def test_training_uses_both_block_kernels(monkeypatch):
     layer = _layer(16, 4, 64)
     tokens, mask = _inputs(4, 11, 16)
     calls = []
-    original = cpu_transformer.fused_feed_forward
-    monkeypatch.setattr(
-        cpu_transformer,
-        "fused_feed_forward",
-        lambda *args: calls.append(1) or original(*args),
-    )
+    for name in ("fused_attention_block", "fused_feed_forward"):
+        original = getattr(cpu_transformer, name)
+        monkeypatch.setattr(
+            cpu_transformer,
+            name,
+            lambda *args, name=name, original=original: calls.append(name)
+            or original(*args),
+        )
     fused = layer(tokens, mask)
-    assert calls and fused.requires_grad
+    assert calls == ["fused_attention_block", "fused_feed_forward"]
+    assert fused.requires_grad
     monkeypatch.setenv("PVG_FUSED_CPU_TRANSFORMER", "0")
     torch.testing.assert_close(fused, layer(tokens, mask), rtol=1e-5, atol=1e-5)
-    assert len(calls) == 1
+    assert len(calls) == 2
+
+
+def _attention_block_and_gradients(layer, tokens, mask, upstream, fused):
+    layer.zero_grad()
+    tokens = tokens.clone().requires_grad_()
+    if fused:
+        out = cpu_transformer.fused_attention_block(layer, tokens, mask)
+    else:
+        batch, length, d_model = tokens.shape
+        heads = layer.num_heads
+        query, key, value = (
+            layer.qkv(tokens)
+            .view(batch, length, 3, heads, d_model // heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask.allowed()
+        )
+        attended = attended.transpose(1, 2).reshape(batch, length, d_model)
+        out = layer.norm_attention(tokens + layer.out(attended))
+    out.backward(upstream)
+    parameters = (
+        *layer.qkv.parameters(),
+        *layer.out.parameters(),
+        *layer.norm_attention.parameters(),
+    )
+    return out.detach(), [tokens.grad, *(p.grad.clone() for p in parameters)]
+
+
+# One chunk of batch rows, several with a partial last one, token counts below and
+# above a vector width, other head counts and widths.
+@pytest.mark.parametrize(
+    ("batch", "nodes", "d_model", "heads"),
+    [(5, 3, 16, 4), (37, 11, 16, 4), (3, 7, 16, 2), (2, 1, 8, 1)],
+)
+def test_attention_block_and_its_gradients_match_pytorch(batch, nodes, d_model, heads):
+    layer = _layer(d_model, heads, 64)
+    tokens, mask = _inputs(batch, nodes, d_model, seed=6)
+    upstream = torch.randn_like(tokens)
+    fused, fused_grads = _attention_block_and_gradients(
+        layer, tokens, mask, upstream, True
+    )
+    reference, grads = _attention_block_and_gradients(
+        layer, tokens, mask, upstream, False
+    )
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    # tokens, Wqkv, bqkv, Wo, bo, LayerNorm weight and bias
+    assert len(fused_grads) == 7
+    for ours, theirs in zip(fused_grads, grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_block_gradients_do_not_depend_on_the_thread_count():
+    layer = _layer(16, 4, 64)
+    tokens, mask = _inputs(100, 11, 16, seed=7)
+    upstream = torch.randn_like(tokens)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append(
+                _attention_block_and_gradients(layer, tokens, mask, upstream, True)
+            )
+    finally:
+        torch.set_num_threads(threads)
+    (out_1, grads_1), (out_2, grads_2) = results
+    assert torch.equal(out_1, out_2)
+    for one, two in zip(grads_1, grads_2, strict=True):
+        assert torch.equal(one, two)

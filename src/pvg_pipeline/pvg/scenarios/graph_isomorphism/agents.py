@@ -101,9 +101,9 @@ class DenseGINLayer(nn.Module):
 class CrossGraphAttentionLayer(nn.Module):
     """Post-norm transformer layer with a boolean attention mask shared by heads.
 
-    On the CPU the attention itself is a fused kernel (:mod:`.cpu_attention`), so is
-    the feed-forward half, and without gradients the whole layer is one
-    (:mod:`.cpu_transformer`).
+    On the CPU the layer is one fused kernel without gradients and two with them
+    (:mod:`.cpu_transformer`); with those off, the attention alone still is
+    (:mod:`.cpu_attention`).
     """
 
     def __init__(
@@ -123,8 +123,11 @@ class CrossGraphAttentionLayer(nn.Module):
         mask: AttentionMask,
     ) -> Float[Tensor, "batch token d_model"]:
         """Self-attention where each query sees the keys ``mask`` allows."""
-        if cpu_transformer.fusable(self, tokens):
+        if cpu_transformer.fusable(self, tokens):  # no gradients: the whole layer
             return cpu_transformer.fused_layer(self, tokens, mask)
+        if cpu_transformer.blocks_fusable(self, tokens):  # training: its two halves
+            tokens = cpu_transformer.fused_attention_block(self, tokens, mask)
+            return cpu_transformer.fused_feed_forward(self, tokens)
         batch, length, d_model = tokens.shape
         head_dim = d_model // self.num_heads
         qkv = self.qkv(tokens)
@@ -139,8 +142,6 @@ class CrossGraphAttentionLayer(nn.Module):
             )
             attended = attended.transpose(1, 2).reshape(batch, length, d_model)
         tokens = self.norm_attention(tokens + self.out(attended))
-        if cpu_transformer.feed_forward_fusable(self, tokens):
-            return cpu_transformer.fused_feed_forward(self, tokens)
         return self.norm_mlp(tokens + self.mlp(tokens))
 
 

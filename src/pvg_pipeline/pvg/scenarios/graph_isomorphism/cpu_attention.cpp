@@ -160,14 +160,21 @@ void attend_row(const float* xb, const float* mask, int64_t L, int64_t Lp, int64
         for (int64_t k = 0; k < count; ++k) ob[(i0 + k) * M + h * D + d] = lanes_out[k];
       }
       if (Pb != nullptr) {
+        // Probabilities as (query, key) rows, one 8 x 8 block transposed in
+        // registers at a time; padding keys' probabilities are 0 (the backward pass
+        // reads them).
         float* Ph = Pb + (h * L + i0) * Lp;
-        for (int64_t j = 0; j < L; ++j) {
-          (Vec::loadu(&scores[j * kLanes]) * inverse).store(lanes_out.data());
-          for (int64_t k = 0; k < count; ++k) Ph[k * Lp + j] = lanes_out[k];
+        alignas(32) float block[kLanes * kLanes], rows[kLanes * kLanes];
+        for (int64_t j0 = 0; j0 < Lp; j0 += kLanes) {
+          for (int64_t jj = 0; jj < kLanes; ++jj) {
+            const int64_t j = j0 + jj;
+            (j < L ? Vec::loadu(&scores[j * kLanes]) * inverse : Vec(0.f))
+                .store(block + jj * kLanes);
+          }
+          at::vec::transpose_mxn<float, kLanes, kLanes>(block, kLanes, rows, kLanes);
+          for (int64_t k = 0; k < count; ++k)
+            Vec::loadu(rows + k * kLanes).store(Ph + k * Lp + j0);
         }
-        // Padding keys' probabilities are 0 (the backward pass reads them).
-        for (int64_t k = 0; k < count; ++k)
-          std::fill(Ph + k * Lp + L, Ph + (k + 1) * Lp, 0.f);
       }
     }
   }
@@ -200,6 +207,62 @@ std::vector<torch::Tensor> attention_forward(const torch::Tensor& qkv,
   return {out, probs};
 }
 
+// Scratch space of attend_row_backward, allocated once per thread.
+struct HeadBuffers {
+  std::vector<float> kt, vt, dkt, dvt, dS;
+  HeadBuffers(int64_t L, int64_t Lp, int64_t D)
+      : kt(D * Lp), vt(D * Lp), dkt(D * Lp), dvt(D * Lp), dS(L * Lp) {}
+};
+
+// Gradient of attend_row for head h of one batch row: xb (L, 3 * M) its q | k | v,
+// Ph (L, Lp) the head's kept probabilities, go (L, M) the output's gradient; writes
+// the head's columns of gb (L, 3 * M).
+void attend_row_backward(const float* xb, const float* Ph, const float* go, int64_t L,
+                         int64_t Lp, int64_t M, int64_t H, int64_t h, float scale,
+                         float* gb, HeadBuffers& buf) {
+  const int64_t D = M / H;
+  const Vec s(scale);
+  gather_transposed(xb, L, M, D, h, Lp, buf.kt, buf.vt);
+  const float* kt = buf.kt.data();
+  const float* vt = buf.vt.data();
+  for (int64_t i = 0; i < L; ++i) {
+    const float* Pi = Ph + i * Lp;
+    const float* goi = go + i * M + h * D;
+    float* ds = &buf.dS[i * Lp];
+    // dP_ij = go . v_j ; softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik).
+    Vec weighted(0.f);
+    for (int64_t j = 0; j < Lp; j += kLanes) {
+      Vec dp(0.f);
+      for (int64_t d = 0; d < D; ++d)
+        dp = at::vec::fmadd(Vec(goi[d]), Vec::loadu(&vt[d * Lp + j]), dp);
+      dp.store(ds + j);
+      weighted = at::vec::fmadd(Vec::loadu(Pi + j), dp, weighted);
+    }
+    const Vec dot(sum_lanes(weighted));
+    for (int64_t j = 0; j < Lp; j += kLanes)
+      (Vec::loadu(Pi + j) * (Vec::loadu(ds + j) - dot) * s).store(ds + j);
+    // dq_i = sum_j dS_ij k_j
+    float* gq = gb + i * 3 * M + h * D;
+    for (int64_t d = 0; d < D; ++d) {
+      Vec acc(0.f);
+      for (int64_t j = 0; j < Lp; j += kLanes)
+        acc = at::vec::fmadd(Vec::loadu(ds + j), Vec::loadu(&kt[d * Lp + j]), acc);
+      gq[d] = sum_lanes(acc);
+    }
+  }
+  // dk_j = sum_i dS_ij q_i ; dv_j = sum_i P_ij go_i: sums over the queries, kept in
+  // registers (updating dk and dv in memory query by query was slower).
+  outer_sums(buf.dS.data(), Lp, xb + h * D, 3 * M, D, L, buf.dkt.data());
+  outer_sums(Ph, Lp, go + h * D, M, D, L, buf.dvt.data());
+  for (int64_t j = 0; j < L; ++j) {
+    float* token = gb + j * 3 * M + h * D;
+    for (int64_t d = 0; d < D; ++d) {
+      token[M + d] = buf.dkt[d * Lp + j];
+      token[2 * M + d] = buf.dvt[d * Lp + j];
+    }
+  }
+}
+
 torch::Tensor attention_backward(const torch::Tensor& grad_out_in,
                                  const torch::Tensor& qkv, const torch::Tensor& probs,
                                  int64_t H, double scale) {
@@ -214,51 +277,12 @@ torch::Tensor attention_backward(const torch::Tensor& grad_out_in,
   const float* g = grad_out.data_ptr<float>();
   const float* P = probs.data_ptr<float>();
   float* gx = grad.data_ptr<float>();
-  const Vec s(static_cast<float>(scale));
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(D * Lp), vt(D * Lp), dkt(D * Lp), dvt(D * Lp), dS(L * Lp);
+    HeadBuffers buf(L, Lp, D);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* xb = x + b * L * 3 * M;
-      const float* Pb = P + bh * L * Lp;
-      float* gb = gx + b * L * 3 * M;
-      gather_transposed(xb, L, M, D, h, Lp, kt, vt);
-      for (int64_t i = 0; i < L; ++i) {
-        const float* Pi = Pb + i * Lp;
-        const float* go = g + (b * L + i) * M + h * D;
-        float* ds = &dS[i * Lp];
-        // dP_ij = go . v_j ; softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik).
-        Vec weighted(0.f);
-        for (int64_t j = 0; j < Lp; j += kLanes) {
-          Vec dp(0.f);
-          for (int64_t d = 0; d < D; ++d)
-            dp = at::vec::fmadd(Vec(go[d]), Vec::loadu(&vt[d * Lp + j]), dp);
-          dp.store(ds + j);
-          weighted = at::vec::fmadd(Vec::loadu(Pi + j), dp, weighted);
-        }
-        const Vec dot(sum_lanes(weighted));
-        for (int64_t j = 0; j < Lp; j += kLanes)
-          (Vec::loadu(Pi + j) * (Vec::loadu(ds + j) - dot) * s).store(ds + j);
-        // dq_i = sum_j dS_ij k_j
-        float* gq = gb + i * 3 * M + h * D;
-        for (int64_t d = 0; d < D; ++d) {
-          Vec acc(0.f);
-          for (int64_t j = 0; j < Lp; j += kLanes)
-            acc = at::vec::fmadd(Vec::loadu(ds + j), Vec::loadu(&kt[d * Lp + j]), acc);
-          gq[d] = sum_lanes(acc);
-        }
-      }
-      // dk_j = sum_i dS_ij q_i ; dv_j = sum_i P_ij go_i: sums over the queries, kept
-      // in registers (updating dk and dv in memory query by query was 2x slower).
-      outer_sums(dS.data(), Lp, xb + h * D, 3 * M, D, L, dkt.data());
-      outer_sums(Pb, Lp, g + b * L * M + h * D, M, D, L, dvt.data());
-      for (int64_t j = 0; j < L; ++j) {
-        float* token = gb + j * 3 * M + h * D;
-        for (int64_t d = 0; d < D; ++d) {
-          token[M + d] = dkt[d * Lp + j];
-          token[2 * M + d] = dvt[d * Lp + j];
-        }
-      }
+      attend_row_backward(x + b * L * 3 * M, P + bh * L * Lp, g + b * L * M, L, Lp, M,
+                          H, h, static_cast<float>(scale), gx + b * L * 3 * M, buf);
     }
   });
   return grad;

@@ -1,6 +1,7 @@
 // Python bindings of the fused CPU kernels (compiled after cpu_attention.cpp,
-// cpu_gin.cpp and cpu_transformer.cpp, in one translation unit). The kernels
-// release the GIL: the agents' updates run side by side in Python threads.
+// cpu_gin.cpp, cpu_transformer.cpp and cpu_transformer_training.cpp, in one
+// translation unit). The kernels release the GIL: the agents' updates run side by
+// side in Python threads.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto no_gil = py::call_guard<py::gil_scoped_release>();
   m.def("lanes", &pvg_attention::lanes,
@@ -13,6 +14,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gin_backward", &pvg_gin::gin_backward, "fused GIN layer, backward", no_gil);
   m.def("transformer_forward", &pvg_transformer::transformer_forward,
         "fused transformer layer, forward only", no_gil);
+  m.def("attention_block_forward", &pvg_transformer::attention_block_forward,
+        "fused attention block (qkv, attention, projection, residual, layer norm), "
+        "forward", no_gil);
+  m.def("attention_block_backward", &pvg_transformer::attention_block_backward,
+        "fused attention block, backward", no_gil);
   m.def("feed_forward_forward", &pvg_transformer::feed_forward_forward,
         "fused feed-forward block (MLP, residual, layer norm), forward", no_gil);
   m.def("feed_forward_backward", &pvg_transformer::feed_forward_backward,

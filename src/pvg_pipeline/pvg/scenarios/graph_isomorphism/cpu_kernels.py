@@ -5,12 +5,13 @@ dimensions), so on the CPU PyTorch spends most of their time on per-operation
 overhead and on passes over small intermediates. Fused kernels do that work in
 one pass each, in cache: masked multi-head attention (``cpu_attention.cpp``, used
 by :mod:`.cpu_attention`), the GIN layer (``cpu_gin.cpp``, used by
-:mod:`.cpu_gin`) and, without gradients, the whole transformer layer
-(``cpu_transformer.cpp``, used by :mod:`.cpu_transformer`); ``cpu_kernels.cpp``
-binds them. They are compiled together once per virtual environment with
-``torch.utils.cpp_extension`` (``scripts/setup.sh`` does it at install time; ~1.5
-minutes) into ``<venv>/torch_extensions``, with OpenMP so that they use torch's
-intra-op threads.
+:mod:`.cpu_gin`), the whole transformer layer without gradients
+(``cpu_transformer.cpp``) and its two halves with gradients
+(``cpu_transformer_training.cpp``), both used by :mod:`.cpu_transformer`;
+``cpu_kernels.cpp`` binds them. They are compiled together once per virtual
+environment with ``torch.utils.cpp_extension`` (``scripts/setup.sh`` does it at
+install time; ~1.5 minutes) into ``<venv>/torch_extensions``, with OpenMP so that
+they use torch's intra-op threads.
 
 When the build fails (no C++ compiler), one warning says so and the agents use
 plain PyTorch: same results to float rounding. Each kernel has an off switch,
@@ -33,7 +34,13 @@ import torch
 
 _HERE = Path(__file__).parent
 #: Concatenated into one translation unit, bindings last.
-SOURCES = ("cpu_attention.cpp", "cpu_gin.cpp", "cpu_transformer.cpp", "cpu_kernels.cpp")
+SOURCES = (
+    "cpu_attention.cpp",
+    "cpu_gin.cpp",
+    "cpu_transformer.cpp",
+    "cpu_transformer_training.cpp",
+    "cpu_kernels.cpp",
+)
 _ALL_SWITCH = "PVG_FUSED_CPU_KERNELS"
 _lock = threading.Lock()
 _state: dict[str, ModuleType | None] = {}

@@ -8,8 +8,10 @@ the (rows, 24, 64) hidden activations. ``cpu_transformer.cpp`` has two kernels (
 - :func:`fused_layer`: without gradients (collecting experience, evaluating), each
   row goes through the whole layer in cache, reusing the attention of
   :mod:`.cpu_attention` and the products of :mod:`.cpu_gin`;
-- :func:`fused_feed_forward`: with gradients (training), the layer's second half,
-  ``LayerNorm(x + MLP(x))``, forward and backward, chunk by chunk of tokens.
+- :func:`fused_attention_block` and :func:`fused_feed_forward`: with gradients
+  (training), the layer's two halves, ``LayerNorm(x + attention(x))`` and
+  ``LayerNorm(x + MLP(x))``, forward and backward, chunk by chunk of tokens
+  (``cpu_transformer_training.cpp``).
 
 Used only where they apply (CPU, float32, a ReLU MLP, widths multiple of the vector
 width, not inside ``torch.compile``); elsewhere, and when the build fails, the layer
@@ -47,11 +49,12 @@ def fusable(layer: CrossGraphAttentionLayer, tokens: Tensor) -> bool:
         tokens.requires_grad or any(p.requires_grad for p in layer.parameters())
     ):
         return False
-    return feed_forward_fusable(layer, tokens)
+    return blocks_fusable(layer, tokens)
 
 
-def feed_forward_fusable(layer: CrossGraphAttentionLayer, tokens: Tensor) -> bool:
-    """Whether :func:`fused_feed_forward` can compute the layer's second half."""
+def blocks_fusable(layer: CrossGraphAttentionLayer, tokens: Tensor) -> bool:
+    """Whether :func:`fused_attention_block` and :func:`fused_feed_forward` can
+    compute the layer's two halves."""
     if not isinstance(layer.mlp[1], nn.ReLU) or not usable(tokens, SWITCH):
         return False
     extension = load_extension(SWITCH)
@@ -70,14 +73,13 @@ def fused_layer(
     :func:`fusable` first."""
     extension = load_extension(SWITCH)
     assert extension is not None, "check fusable() before calling fused_layer"
-    d_model = tokens.shape[-1]
     first, second = layer.mlp[0], layer.mlp[2]
     with torch.no_grad():
         return extension.transformer_forward(
             tokens.contiguous(),
             mask.bias(extension.lanes()),
             layer.num_heads,
-            (d_model // layer.num_heads) ** -0.5,
+            _scale(layer, tokens),
             layer.qkv.weight.t().contiguous(),
             layer.qkv.bias,
             layer.out.weight.t().contiguous(),
@@ -131,7 +133,7 @@ def fused_feed_forward(
     layer: CrossGraphAttentionLayer, tokens: Float[Tensor, "batch token d_model"]
 ) -> Float[Tensor, "batch token d_model"]:
     """``layer.norm_mlp(tokens + layer.mlp(tokens))`` with its gradients. Check
-    :func:`feed_forward_fusable` first."""
+    :func:`blocks_fusable` first."""
     first, second = layer.mlp[0], layer.mlp[2]
     norm = layer.norm_mlp
     return _FusedFeedForward.apply(
@@ -142,5 +144,95 @@ def fused_feed_forward(
         second.bias,
         norm.weight,
         norm.bias,
+        norm.eps,
+    )
+
+
+def _scale(layer: CrossGraphAttentionLayer, tokens: Tensor) -> float:
+    """The attention's query scale, ``head_dim ** -0.5``."""
+    return float((tokens.shape[-1] // layer.num_heads) ** -0.5)
+
+
+class _FusedAttentionBlock(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        tokens: Tensor,
+        bias: Tensor,
+        wqkv: Tensor,
+        bqkv: Tensor,
+        wout: Tensor,
+        bout: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        num_heads: int,
+        scale: float,
+        eps: float,
+    ) -> Tensor:
+        extension = load_extension(SWITCH)
+        assert extension is not None
+        tokens = tokens.contiguous()
+        out, *kept = extension.attention_block_forward(
+            tokens,
+            bias,
+            num_heads,
+            scale,
+            wqkv.t().contiguous(),
+            bqkv,
+            wout.t().contiguous(),
+            bout,
+            gamma,
+            beta,
+            eps,
+        )
+        ctx.save_for_backward(tokens, *kept, wqkv, wout, gamma)
+        ctx.num_heads, ctx.scale = num_heads, scale
+        ctx.extension = extension  # even if switched off before the backward
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        tokens, qkv, probs, attended, normalized, rstd, wqkv, wout, gamma = (
+            ctx.saved_tensors
+        )
+        grad_tokens, *grad_parameters = ctx.extension.attention_block_backward(
+            grad_out,
+            tokens,
+            qkv,
+            probs,
+            attended,
+            normalized,
+            rstd,
+            ctx.num_heads,
+            ctx.scale,
+            wqkv,
+            wout,
+            gamma,
+        )
+        return (grad_tokens, None, *grad_parameters, None, None, None)
+
+
+def fused_attention_block(
+    layer: CrossGraphAttentionLayer,
+    tokens: Float[Tensor, "batch token d_model"],
+    mask: AttentionMask,
+) -> Float[Tensor, "batch token d_model"]:
+    """``layer.norm_attention(tokens + layer.out(attention))`` with its gradients,
+    the attention on ``layer.qkv(tokens)`` as ``mask`` allows. Check
+    :func:`blocks_fusable` first."""
+    extension = load_extension(SWITCH)
+    assert extension is not None, "check blocks_fusable() first"
+    norm = layer.norm_attention
+    return _FusedAttentionBlock.apply(
+        tokens,
+        mask.bias(extension.lanes()),
+        layer.qkv.weight,
+        layer.qkv.bias,
+        layer.out.weight,
+        layer.out.bias,
+        norm.weight,
+        norm.bias,
+        layer.num_heads,
+        _scale(layer, tokens),
         norm.eps,
     )
