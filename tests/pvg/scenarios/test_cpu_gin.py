@@ -14,6 +14,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     GraphIsomorphismAgent,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 
 pytestmark = pytest.mark.skipif(
     load_extension() is None, reason="the fused CPU kernels could not build"
@@ -101,20 +102,9 @@ def test_weight_gradients_do_not_depend_on_the_thread_count():
     layer = _layer(16, 64, 16)
     features, adjacency, node_mask = _inputs(200, 11, 16, seed=4)
     upstream = torch.randn(200, 2, 11, 16)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            results.append(
-                _forward_and_gradients(layer, features, adjacency, node_mask, upstream)
-            )
-    finally:
-        torch.set_num_threads(threads)
-    (out_1, grads_1), (out_2, grads_2) = results
-    assert torch.equal(out_1, out_2)
-    for one, two in zip(grads_1, grads_2, strict=True):
-        assert torch.equal(one, two)
+    assert_same_on_one_and_two_threads(
+        lambda: _forward_and_gradients(layer, features, adjacency, node_mask, upstream)
+    )
 
 
 def test_not_used_where_it_does_not_apply():

@@ -17,6 +17,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     AttentionMask,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 
 pytestmark = pytest.mark.skipif(
     load_extension() is None, reason="the fused CPU kernels could not build"
@@ -107,16 +108,12 @@ def test_not_used_where_it_does_not_apply(monkeypatch):
 def test_does_not_depend_on_the_thread_count():
     layer = _layer(16, 4, 64)
     tokens, mask = _inputs(200, 11, 16, seed=3)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            with torch.no_grad():
-                results.append(layer(tokens, mask))
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(*results)
+
+    def acting():
+        with torch.no_grad():
+            return layer(tokens, mask)
+
+    assert_same_on_one_and_two_threads(acting)
 
 
 def test_whole_agent_acting_matches_plain_pytorch(monkeypatch):
@@ -144,16 +141,34 @@ def test_whole_agent_acting_matches_plain_pytorch(monkeypatch):
         )
 
 
-def _feed_forward_and_gradients(layer, tokens, upstream, fused):
-    layer.zero_grad()
+def _output_and_gradients(half, tokens, upstream, modules):
+    """One half of the layer (``half(tokens)``) forward and backward: its output,
+    and the gradients of the tokens and of ``modules``' parameters."""
+    for module in modules:
+        module.zero_grad()
     tokens = tokens.clone().requires_grad_()
-    if fused:
-        out = cpu_transformer.fused_feed_forward(layer, tokens)
-    else:
-        out = layer.norm_mlp(tokens + layer.mlp(tokens))
+    out = half(tokens)
     out.backward(upstream)
-    parameters = (*layer.mlp.parameters(), *layer.norm_mlp.parameters())
+    parameters = [p for module in modules for p in module.parameters()]
     return out.detach(), [tokens.grad, *(p.grad.clone() for p in parameters)]
+
+
+def _assert_matches(fused, fused_grads, reference, grads):
+    """Outputs to 1e-5 and the 7 gradients (tokens, 2 weights, 2 biases, the norm's
+    weight and bias) to 1e-4."""
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    assert len(fused_grads) == len(grads) == 7
+    for ours, theirs in zip(fused_grads, grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def _feed_forward_and_gradients(layer, tokens, upstream, fused):
+    def half(tokens):
+        if fused:
+            return cpu_transformer.fused_feed_forward(layer, tokens)
+        return layer.norm_mlp(tokens + layer.mlp(tokens))
+
+    return _output_and_gradients(half, tokens, upstream, (layer.mlp, layer.norm_mlp))
 
 
 # One chunk of rows, several with a partial last one, other widths.
@@ -167,28 +182,16 @@ def test_feed_forward_and_its_gradients_match_pytorch(batch, tokens, d_model, d_
     upstream = torch.randn(batch, tokens, d_model)
     fused, fused_grads = _feed_forward_and_gradients(layer, inputs, upstream, True)
     reference, grads = _feed_forward_and_gradients(layer, inputs, upstream, False)
-    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
     # tokens, W1, b1, W2, b2, LayerNorm weight and bias
-    assert len(fused_grads) == 7
-    for ours, theirs in zip(fused_grads, grads, strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    _assert_matches(fused, fused_grads, reference, grads)
 
 
 def test_feed_forward_gradients_do_not_depend_on_the_thread_count():
     layer = _layer(16, 4, 64)
     inputs, upstream = torch.randn(200, 24, 16), torch.randn(200, 24, 16)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            results.append(_feed_forward_and_gradients(layer, inputs, upstream, True))
-    finally:
-        torch.set_num_threads(threads)
-    (out_1, grads_1), (out_2, grads_2) = results
-    assert torch.equal(out_1, out_2)
-    for one, two in zip(grads_1, grads_2, strict=True):
-        assert torch.equal(one, two)
+    assert_same_on_one_and_two_threads(
+        lambda: _feed_forward_and_gradients(layer, inputs, upstream, True)
+    )
 
 
 def test_training_uses_both_block_kernels(monkeypatch):
@@ -212,11 +215,9 @@ def test_training_uses_both_block_kernels(monkeypatch):
 
 
 def _attention_block_and_gradients(layer, tokens, mask, upstream, fused):
-    layer.zero_grad()
-    tokens = tokens.clone().requires_grad_()
-    if fused:
-        out = cpu_transformer.fused_attention_block(layer, tokens, mask)
-    else:
+    def half(tokens):
+        if fused:
+            return cpu_transformer.fused_attention_block(layer, tokens, mask)
         batch, length, d_model = tokens.shape
         heads = layer.num_heads
         query, key, value = (
@@ -228,14 +229,10 @@ def _attention_block_and_gradients(layer, tokens, mask, upstream, fused):
             query, key, value, attn_mask=mask.allowed()
         )
         attended = attended.transpose(1, 2).reshape(batch, length, d_model)
-        out = layer.norm_attention(tokens + layer.out(attended))
-    out.backward(upstream)
-    parameters = (
-        *layer.qkv.parameters(),
-        *layer.out.parameters(),
-        *layer.norm_attention.parameters(),
-    )
-    return out.detach(), [tokens.grad, *(p.grad.clone() for p in parameters)]
+        return layer.norm_attention(tokens + layer.out(attended))
+
+    modules = (layer.qkv, layer.out, layer.norm_attention)
+    return _output_and_gradients(half, tokens, upstream, modules)
 
 
 # One chunk of batch rows, several with a partial last one, token counts below and
@@ -254,28 +251,14 @@ def test_attention_block_and_its_gradients_match_pytorch(batch, nodes, d_model, 
     reference, grads = _attention_block_and_gradients(
         layer, tokens, mask, upstream, False
     )
-    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
     # tokens, Wqkv, bqkv, Wo, bo, LayerNorm weight and bias
-    assert len(fused_grads) == 7
-    for ours, theirs in zip(fused_grads, grads, strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    _assert_matches(fused, fused_grads, reference, grads)
 
 
 def test_attention_block_gradients_do_not_depend_on_the_thread_count():
     layer = _layer(16, 4, 64)
     tokens, mask = _inputs(100, 11, 16, seed=7)
     upstream = torch.randn_like(tokens)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            results.append(
-                _attention_block_and_gradients(layer, tokens, mask, upstream, True)
-            )
-    finally:
-        torch.set_num_threads(threads)
-    (out_1, grads_1), (out_2, grads_2) = results
-    assert torch.equal(out_1, out_2)
-    for one, two in zip(grads_1, grads_2, strict=True):
-        assert torch.equal(one, two)
+    assert_same_on_one_and_two_threads(
+        lambda: _attention_block_and_gradients(layer, tokens, mask, upstream, True)
+    )

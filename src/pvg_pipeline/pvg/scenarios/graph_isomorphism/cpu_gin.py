@@ -107,7 +107,9 @@ def fused_gin(
     )
     if not keep:  # acting, evaluation: no autograd node (~30 us a layer)
         with torch.no_grad():
-            return _gin_forward(features, adjacency, node_mask, *parameters, keep)[0]
+            return _gin_forward(features, adjacency, node_mask, *parameters, keep=keep)[
+                0
+            ]
     return _FusedGIN.apply(features, adjacency, node_mask, *parameters)
 
 
@@ -115,14 +117,12 @@ def _gin_forward(
     features: Tensor,
     adjacency: Tensor,
     node_mask: Tensor,
-    eps: Tensor,
-    w1: Tensor,
-    b1: Tensor,
-    w2: Tensor,
-    b2: Tensor,
+    *parameters: Tensor,
     keep: bool,
 ) -> list[Tensor]:
-    """The kernel's output, and with ``keep`` its kept activations."""
+    """The kernel's output, and with ``keep`` its kept activations;
+    ``parameters`` are eps, W1, b1, W2 and b2."""
+    eps, w1, b1, w2, b2 = parameters
     extension = load_extension(SWITCH)
     assert extension is not None
     return extension.gin_forward(

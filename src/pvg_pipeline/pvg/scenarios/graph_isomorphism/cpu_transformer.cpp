@@ -108,6 +108,47 @@ const float* weights(const torch::Tensor& t, const char* name, int64_t rows,
   return t.data_ptr<float>();
 }
 
+// The attention half's parameters: qkv and output products (transposed), norm.
+struct AttentionWeights {
+  const float *wqkv, *bqkv, *wout, *bout, *gamma, *beta;
+  AttentionWeights(const torch::Tensor& wqkv_t, const torch::Tensor& bqkv_,
+                   const torch::Tensor& wout_t, const torch::Tensor& bout_,
+                   const torch::Tensor& gamma_, const torch::Tensor& beta_, int64_t M)
+      : wqkv(weights(wqkv_t, "wqkv_t", M, 3 * M)),
+        bqkv(weights(bqkv_, "bqkv", 3 * M, 0)),
+        wout(weights(wout_t, "wout_t", M, M)),
+        bout(weights(bout_, "bout", M, 0)),
+        gamma(weights(gamma_, "norm_attention weight", M, 0)),
+        beta(weights(beta_, "norm_attention bias", M, 0)) {}
+};
+
+// The feed-forward half's parameters: both MLP products (transposed), norm.
+struct FeedForwardWeights {
+  const float *w1, *b1, *w2, *b2, *gamma, *beta;
+  FeedForwardWeights(const torch::Tensor& w1_t, const torch::Tensor& b1_,
+                     const torch::Tensor& w2_t, const torch::Tensor& b2_,
+                     const torch::Tensor& gamma_, const torch::Tensor& beta_,
+                     int64_t M, int64_t F)
+      : w1(weights(w1_t, "w1_t", M, F)),
+        b1(weights(b1_, "b1", F, 0)),
+        w2(weights(w2_t, "w2_t", F, M)),
+        b2(weights(b2_, "b2", M, 0)),
+        gamma(weights(gamma_, "norm_mlp weight", M, 0)),
+        beta(weights(beta_, "norm_mlp bias", M, 0)) {}
+};
+
+// Tokens (B, L, M) and the attention bias (B, L, Lp) fit each other and H heads.
+void check_tokens(const torch::Tensor& tokens, const torch::Tensor& bias, int64_t H) {
+  pvg_gin::check(tokens, "tokens", 3);
+  pvg_gin::check(bias, "bias", 3);
+  const int64_t M = tokens.size(2), Lp = bias.size(2);
+  TORCH_CHECK(M % H == 0 && M % kLanes == 0,
+              "d_model must be a multiple of the heads and of lanes()");
+  TORCH_CHECK(bias.size(0) == tokens.size(0) && bias.size(1) == tokens.size(1) &&
+                  Lp % kLanes == 0 && Lp >= tokens.size(1),
+              "bias must be (batch, tokens, tokens padded to lanes())");
+}
+
 }  // namespace
 
 torch::Tensor transformer_forward(
@@ -119,26 +160,12 @@ torch::Tensor transformer_forward(
     const torch::Tensor& w2_t, const torch::Tensor& b2,
     const torch::Tensor& norm2_weight, const torch::Tensor& norm2_bias,
     double norm2_eps) {
-  pvg_gin::check(tokens, "tokens", 3);
-  pvg_gin::check(bias, "bias", 3);
+  check_tokens(tokens, bias, H);
   const int64_t B = tokens.size(0), L = tokens.size(1), M = tokens.size(2);
   const int64_t F = w1_t.size(1), Lp = bias.size(2);
-  TORCH_CHECK(M % H == 0 && M % kLanes == 0 && F % kLanes == 0,
-              "d_model must be a multiple of the heads and of lanes(), d_mlp of lanes()");
-  TORCH_CHECK(bias.size(0) == B && bias.size(1) == L && Lp % kLanes == 0 && Lp >= L,
-              "bias must be (batch, tokens, tokens padded to lanes())");
-  const float* wqkv = weights(wqkv_t, "wqkv_t", M, 3 * M);
-  const float* bq = weights(bqkv, "bqkv", 3 * M, 0);
-  const float* wout = weights(wout_t, "wout_t", M, M);
-  const float* bo = weights(bout, "bout", M, 0);
-  const float* g1 = weights(norm1_weight, "norm1_weight", M, 0);
-  const float* s1 = weights(norm1_bias, "norm1_bias", M, 0);
-  const float* w1 = weights(w1_t, "w1_t", M, F);
-  const float* bh = weights(b1, "b1", F, 0);
-  const float* w2 = weights(w2_t, "w2_t", F, M);
-  const float* bm = weights(b2, "b2", M, 0);
-  const float* g2 = weights(norm2_weight, "norm2_weight", M, 0);
-  const float* s2 = weights(norm2_bias, "norm2_bias", M, 0);
+  TORCH_CHECK(F % kLanes == 0, "d_mlp must be a multiple of lanes()");
+  const AttentionWeights a(wqkv_t, bqkv, wout_t, bout, norm1_weight, norm1_bias, M);
+  const FeedForwardWeights f(w1_t, b1, w2_t, b2, norm2_weight, norm2_bias, M, F);
   auto out = torch::empty_like(tokens);
   const float* x = tokens.data_ptr<float>();
   const float* mask = bias.data_ptr<float>();
@@ -150,20 +177,20 @@ torch::Tensor transformer_forward(
         hidden(L * F);
     for (int64_t b = begin; b < end; ++b) {
       const float* xb = x + b * L * M;
-      pvg_gin::gemm(xb, M, 1, L, M, wqkv, 3 * M, 3 * M, bq, qkv.data(), 3 * M, false,
-                    false);
+      pvg_gin::gemm(xb, M, 1, L, M, a.wqkv, 3 * M, 3 * M, a.bqkv, qkv.data(), 3 * M,
+                    false, false);
       pvg_attention::attend_row(qkv.data(), mask + b * L * Lp, L, Lp, Lq, M, H,
                                 static_cast<float>(scale), attended.data(), nullptr,
                                 buf);
-      pvg_gin::gemm(attended.data(), M, 1, L, M, wout, M, M, bo, projected.data(), M,
-                    false, false);
-      add_layer_norm(projected.data(), xb, L, M, g1, s1,
+      pvg_gin::gemm(attended.data(), M, 1, L, M, a.wout, M, M, a.bout,
+                    projected.data(), M, false, false);
+      add_layer_norm(projected.data(), xb, L, M, a.gamma, a.beta,
                      static_cast<float>(norm1_eps), x1.data());
-      pvg_gin::gemm(x1.data(), M, 1, L, M, w1, F, F, bh, hidden.data(), F, false,
+      pvg_gin::gemm(x1.data(), M, 1, L, M, f.w1, F, F, f.b1, hidden.data(), F, false,
                     true);
-      pvg_gin::gemm(hidden.data(), F, 1, L, F, w2, M, M, bm, projected.data(), M,
+      pvg_gin::gemm(hidden.data(), F, 1, L, F, f.w2, M, M, f.b2, projected.data(), M,
                     false, false);
-      add_layer_norm(projected.data(), x1.data(), L, M, g2, s2,
+      add_layer_norm(projected.data(), x1.data(), L, M, f.gamma, f.beta,
                      static_cast<float>(norm2_eps), o + b * L * M);
     }
   });

@@ -23,19 +23,9 @@ std::vector<torch::Tensor> attention_block_forward(
     const torch::Tensor& wqkv_t, const torch::Tensor& bqkv,
     const torch::Tensor& wout_t, const torch::Tensor& bout,
     const torch::Tensor& gamma, const torch::Tensor& beta, double eps) {
-  pvg_gin::check(x, "x", 3);
-  pvg_gin::check(bias, "bias", 3);
+  check_tokens(x, bias, H);
   const int64_t B = x.size(0), L = x.size(1), M = x.size(2), Lp = bias.size(2);
-  TORCH_CHECK(M % H == 0 && M % kLanes == 0,
-              "d_model must be a multiple of the heads and of lanes()");
-  TORCH_CHECK(bias.size(0) == B && bias.size(1) == L && Lp % kLanes == 0 && Lp >= L,
-              "bias must be (batch, tokens, tokens padded to lanes())");
-  const float* wqkv = weights(wqkv_t, "wqkv_t", M, 3 * M);
-  const float* bq = weights(bqkv, "bqkv", 3 * M, 0);
-  const float* wout = weights(wout_t, "wout_t", M, M);
-  const float* bo = weights(bout, "bout", M, 0);
-  const float* g = weights(gamma, "gamma", M, 0);
-  const float* bt = weights(beta, "beta", M, 0);
+  const AttentionWeights a(wqkv_t, bqkv, wout_t, bout, gamma, beta, M);
   auto out = torch::empty_like(x);
   auto qkv = torch::empty({B, L, 3 * M}, x.options());
   auto probs = torch::empty({B, H, L, Lp}, x.options());
@@ -58,15 +48,15 @@ std::vector<torch::Tensor> attention_block_forward(
     for (int64_t c = begin; c < end; ++c) {
       const int64_t first = c * kBatchRows, last = std::min(B, first + kBatchRows);
       const int64_t tokens = (last - first) * L, t0 = first * L;
-      pvg_gin::gemm(xp + t0 * M, M, 1, tokens, M, wqkv, 3 * M, 3 * M, bq,
+      pvg_gin::gemm(xp + t0 * M, M, 1, tokens, M, a.wqkv, 3 * M, 3 * M, a.bqkv,
                     qp + t0 * 3 * M, 3 * M, false, false);
       for (int64_t b = first; b < last; ++b)
         pvg_attention::attend_row(qp + b * L * 3 * M, mask + b * L * Lp, L, Lp, Lq, M,
                                   H, static_cast<float>(scale), ap + b * L * M,
                                   pp + b * H * L * Lp, buf);
-      pvg_gin::gemm(ap + t0 * M, M, 1, tokens, M, wout, M, M, bo, projected.data(), M,
-                    false, false);
-      add_layer_norm(projected.data(), xp + t0 * M, tokens, M, g, bt,
+      pvg_gin::gemm(ap + t0 * M, M, 1, tokens, M, a.wout, M, M, a.bout,
+                    projected.data(), M, false, false);
+      add_layer_norm(projected.data(), xp + t0 * M, tokens, M, a.gamma, a.beta,
                      static_cast<float>(eps), op + t0 * M, np + t0 * M, rp + t0);
     }
   });
@@ -164,12 +154,7 @@ std::vector<torch::Tensor> feed_forward_forward(
   const int64_t R = x.size(0), M = x.size(1), F = w1_t.size(1);
   TORCH_CHECK(M % kLanes == 0 && F % kLanes == 0,
               "d_model and d_mlp must be multiples of lanes()");
-  const float* w1 = weights(w1_t, "w1_t", M, F);
-  const float* bh = weights(b1, "b1", F, 0);
-  const float* w2 = weights(w2_t, "w2_t", F, M);
-  const float* bm = weights(b2, "b2", M, 0);
-  const float* g = weights(gamma, "gamma", M, 0);
-  const float* bt = weights(beta, "beta", M, 0);
+  const FeedForwardWeights f(w1_t, b1, w2_t, b2, gamma, beta, M, F);
   auto out = torch::empty_like(x);
   auto hidden = torch::empty({R, F}, x.options());
   auto normalized = torch::empty_like(x);
@@ -185,9 +170,9 @@ std::vector<torch::Tensor> feed_forward_forward(
       const int64_t first = c * kRows, rows = std::min(kRows, R - first);
       const float* xc = xp + first * M;
       float* hc = hp + first * F;
-      pvg_gin::gemm(xc, M, 1, rows, M, w1, F, F, bh, hc, F, false, true);
-      pvg_gin::gemm(hc, F, 1, rows, F, w2, M, M, bm, y.data(), M, false, false);
-      add_layer_norm(y.data(), xc, rows, M, g, bt, static_cast<float>(eps),
+      pvg_gin::gemm(xc, M, 1, rows, M, f.w1, F, F, f.b1, hc, F, false, true);
+      pvg_gin::gemm(hc, F, 1, rows, F, f.w2, M, M, f.b2, y.data(), M, false, false);
+      add_layer_norm(y.data(), xc, rows, M, f.gamma, f.beta, static_cast<float>(eps),
                      op + first * M, np + first * M, rp + first);
     }
   });
