@@ -99,7 +99,8 @@ class DenseGINLayer(nn.Module):
 
 
 class CrossGraphAttentionLayer(nn.Module):
-    """Post-norm transformer layer with a boolean attention mask shared by heads.
+    """Post-norm transformer layer; an :class:`AttentionMask` says which token sees
+    which, for every head.
 
     On the CPU the layer is one fused kernel without gradients and two with them
     (:mod:`.cpu_transformer`); with those off, the attention alone still is

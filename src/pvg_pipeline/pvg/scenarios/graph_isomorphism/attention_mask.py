@@ -2,7 +2,8 @@
 
 Tokens are ``[2 pooled, N nodes of graph A, N nodes of graph B]``. A node sees the
 other graph's real nodes and the pooled tokens; a pooled token sees both pooled
-tokens and every real node; nobody sees a padding node. So the mask factors into a
+tokens and every real node; nobody sees a padding node (so every query sees at
+least the pooled tokens). The mask therefore factors into a
 static *structure* (token kinds, the same for every batch row) and the real keys of
 each row. :class:`AttentionMask` keeps the two factors and builds, once per forward
 pass and only when asked, the form a layer needs: a boolean mask for PyTorch's
