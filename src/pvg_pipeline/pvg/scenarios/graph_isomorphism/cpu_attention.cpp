@@ -4,7 +4,8 @@
 // spends its time on per-block overhead and on passes over (batch, head, token, token)
 // intermediates. Here each (batch, head) pair is done in one go, in registers and a
 // few small buffers, with ATen's Vectorized<float>: the forward pass has queries in
-// the vector lanes (no reductions across lanes), the backward pass keys.
+// the vector lanes (no reductions across lanes), the backward pass keys. Compiled
+// after cpu_gin.cpp, whose products (pvg_gin::gemm) and checks it uses.
 //
 // Layouts: qkv (B, L, 3 * M) as produced by one Linear (q | k | v, heads inside each
 // block of M = H * D); bias (B, L, Lp) additive mask, 0 where query i sees key j and
@@ -15,7 +16,6 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
-#include <algorithm>
 #include <limits>
 #include <vector>
 
@@ -41,59 +41,6 @@ void gather_transposed(const float* xb, int64_t L, int64_t M, int64_t D, int64_t
       vt[d * Lp + j] = token[2 * M + d];
     }
   }
-}
-
-// out_t[d][j] = sum_i a[i][j] b[i][d] for NJ vectors of keys from j0 and ND dims
-// from d0: a (L, Lp) rows, b rows of stride ldb, out_t (D, Lp).
-template <int NJ, int ND>
-void outer_sum(const float* a, int64_t Lp, int64_t j0, const float* b, int64_t ldb,
-               int64_t d0, int64_t L, float* out_t) {
-  Vec acc[NJ][ND];
-  for (int jj = 0; jj < NJ; ++jj)
-    for (int dd = 0; dd < ND; ++dd) acc[jj][dd] = Vec(0.f);
-  for (int64_t i = 0; i < L; ++i) {
-    Vec av[NJ];
-    for (int jj = 0; jj < NJ; ++jj) av[jj] = Vec::loadu(a + i * Lp + j0 + jj * kLanes);
-    for (int dd = 0; dd < ND; ++dd) {
-      const Vec bv(b[i * ldb + d0 + dd]);
-      for (int jj = 0; jj < NJ; ++jj) acc[jj][dd] = at::vec::fmadd(av[jj], bv, acc[jj][dd]);
-    }
-  }
-  for (int jj = 0; jj < NJ; ++jj)
-    for (int dd = 0; dd < ND; ++dd)
-      acc[jj][dd].store(out_t + (d0 + dd) * Lp + j0 + jj * kLanes);
-}
-
-template <int NJ>
-void outer_sum_dims(int64_t nd, const float* a, int64_t Lp, int64_t j0, const float* b,
-                    int64_t ldb, int64_t d0, int64_t L, float* out_t) {
-  switch (nd) {
-    case 1: outer_sum<NJ, 1>(a, Lp, j0, b, ldb, d0, L, out_t); break;
-    case 2: outer_sum<NJ, 2>(a, Lp, j0, b, ldb, d0, L, out_t); break;
-    case 3: outer_sum<NJ, 3>(a, Lp, j0, b, ldb, d0, L, out_t); break;
-    default: outer_sum<NJ, 4>(a, Lp, j0, b, ldb, d0, L, out_t); break;
-  }
-}
-
-// out_t (D, Lp) = (a^T b)^T over the L queries, in register tiles of 2 key vectors
-// x 4 dims (8 independent FMA chains).
-void outer_sums(const float* a, int64_t Lp, const float* b, int64_t ldb, int64_t D,
-                int64_t L, float* out_t) {
-  for (int64_t j0 = 0; j0 < Lp; j0 += 2 * kLanes)
-    for (int64_t d0 = 0; d0 < D; d0 += 4) {
-      const int64_t nd = std::min<int64_t>(4, D - d0);
-      if (j0 + 2 * kLanes <= Lp)
-        outer_sum_dims<2>(nd, a, Lp, j0, b, ldb, d0, L, out_t);
-      else
-        outer_sum_dims<1>(nd, a, Lp, j0, b, ldb, d0, L, out_t);
-    }
-}
-
-void check(const torch::Tensor& t, const char* name, int64_t dims) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be on the CPU");
-  TORCH_CHECK(t.scalar_type() == torch::kFloat, name, " must be float32");
-  TORCH_CHECK(t.dim() == dims && t.is_contiguous(), name, " must be a contiguous ",
-              dims, "-d tensor");
 }
 
 }  // namespace
@@ -183,8 +130,8 @@ void attend_row(const float* xb, const float* mask, int64_t L, int64_t Lp, int64
 std::vector<torch::Tensor> attention_forward(const torch::Tensor& qkv,
                                              const torch::Tensor& bias, int64_t H,
                                              double scale, bool keep_probs) {
-  check(qkv, "qkv", 3);
-  check(bias, "bias", 3);
+  pvg_gin::check(qkv, "qkv", 3);
+  pvg_gin::check(bias, "bias", 3);
   const int64_t B = qkv.size(0), L = qkv.size(1), M = qkv.size(2) / 3, D = M / H;
   const int64_t Lp = bias.size(2);
   TORCH_CHECK(M * 3 == qkv.size(2) && D * H == M, "qkv's last size must be 3 * heads * d");
@@ -250,10 +197,13 @@ void attend_row_backward(const float* xb, const float* Ph, const float* go, int6
       gq[d] = sum_lanes(acc);
     }
   }
-  // dk_j = sum_i dS_ij q_i ; dv_j = sum_i P_ij go_i: sums over the queries, kept in
-  // registers (updating dk and dv in memory query by query was slower).
-  outer_sums(buf.dS.data(), Lp, xb + h * D, 3 * M, D, L, buf.dkt.data());
-  outer_sums(Ph, Lp, go + h * D, M, D, L, buf.dvt.data());
+  // dk_j = sum_i dS_ij q_i ; dv_j = sum_i P_ij go_i: (D, Lp) products over the
+  // queries in register tiles (updating dk and dv in memory query by query was
+  // slower).
+  pvg_gin::gemm(xb + h * D, 1, 3 * M, D, L, buf.dS.data(), Lp, Lp, nullptr,
+                buf.dkt.data(), Lp, false, false);
+  pvg_gin::gemm(go + h * D, 1, M, D, L, Ph, Lp, Lp, nullptr, buf.dvt.data(), Lp, false,
+                false);
   for (int64_t j = 0; j < L; ++j) {
     float* token = gb + j * 3 * M + h * D;
     for (int64_t d = 0; d < D; ++d) {
@@ -267,9 +217,9 @@ torch::Tensor attention_backward(const torch::Tensor& grad_out_in,
                                  const torch::Tensor& qkv, const torch::Tensor& probs,
                                  int64_t H, double scale) {
   const torch::Tensor grad_out = grad_out_in.contiguous();
-  check(grad_out, "grad_out", 3);
-  check(qkv, "qkv", 3);
-  check(probs, "probs", 4);
+  pvg_gin::check(grad_out, "grad_out", 3);
+  pvg_gin::check(qkv, "qkv", 3);
+  pvg_gin::check(probs, "probs", 4);
   const int64_t B = qkv.size(0), L = qkv.size(1), M = qkv.size(2) / 3, D = M / H;
   const int64_t Lp = probs.size(3);
   auto grad = torch::empty_like(qkv);

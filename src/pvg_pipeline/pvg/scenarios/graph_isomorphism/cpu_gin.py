@@ -106,10 +106,8 @@ def fused_gin(
         t.requires_grad for t in (features, *parameters)
     )
     if not keep:  # acting, evaluation: no autograd node (~30 us a layer)
-        with torch.no_grad():
-            return _gin_forward(features, adjacency, node_mask, *parameters, keep=keep)[
-                0
-            ]
+        out, _, _ = _gin_forward(features, adjacency, node_mask, *parameters, keep=keep)
+        return out
     return _FusedGIN.apply(features, adjacency, node_mask, *parameters)
 
 

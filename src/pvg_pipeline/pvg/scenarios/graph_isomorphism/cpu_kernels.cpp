@@ -1,5 +1,5 @@
-// Python bindings of the fused CPU kernels (compiled after cpu_attention.cpp,
-// cpu_gin.cpp, cpu_transformer.cpp and cpu_transformer_training.cpp, in one
+// Python bindings of the fused CPU kernels (compiled after cpu_gin.cpp,
+// cpu_attention.cpp, cpu_transformer.cpp and cpu_transformer_training.cpp, in one
 // translation unit). The kernels release the GIL: the agents' updates run side by
 // side in Python threads.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

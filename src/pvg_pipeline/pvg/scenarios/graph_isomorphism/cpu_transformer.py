@@ -74,27 +74,27 @@ def fused_layer(
     extension = load_extension(SWITCH)
     assert extension is not None, "check fusable() before calling fused_layer"
     first, second = layer.mlp[0], layer.mlp[2]
-    with torch.no_grad():
-        return extension.transformer_forward(
-            tokens.contiguous(),
-            mask.bias(extension.lanes()),
-            layer.num_heads,
-            _scale(layer, tokens),
-            layer.qkv.weight.t().contiguous(),
-            layer.qkv.bias,
-            layer.out.weight.t().contiguous(),
-            layer.out.bias,
-            layer.norm_attention.weight,
-            layer.norm_attention.bias,
-            layer.norm_attention.eps,
-            first.weight.t().contiguous(),
-            first.bias,
-            second.weight.t().contiguous(),
-            second.bias,
-            layer.norm_mlp.weight,
-            layer.norm_mlp.bias,
-            layer.norm_mlp.eps,
-        )
+    # The extension records no autograd graph (nothing here requires gradients).
+    return extension.transformer_forward(
+        tokens.contiguous(),
+        mask.bias(extension.lanes()),
+        layer.num_heads,
+        _scale(layer, tokens),
+        layer.qkv.weight.t().contiguous(),
+        layer.qkv.bias,
+        layer.out.weight.t().contiguous(),
+        layer.out.bias,
+        layer.norm_attention.weight,
+        layer.norm_attention.bias,
+        layer.norm_attention.eps,
+        first.weight.t().contiguous(),
+        first.bias,
+        second.weight.t().contiguous(),
+        second.bias,
+        layer.norm_mlp.weight,
+        layer.norm_mlp.bias,
+        layer.norm_mlp.eps,
+    )
 
 
 class _FusedFeedForward(torch.autograd.Function):
