@@ -41,6 +41,7 @@ def paper_setup(
     written by ``make_bundle.py``, so that a machine without Kedro, pydantic or
     primesieve (the lent GPU machine) can run the benchmark.
     """
+    from pvg_pipeline.pvg.allocator import retain_freed_memory
     from pvg_pipeline.pvg.device import resolve_device
     from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
 
@@ -50,6 +51,8 @@ def paper_setup(
         else bundle_settings(args.env, num_pairs, test_pairs)
     )
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        retain_freed_memory()  # as train_ppo does
     torch.manual_seed(0)
     agents = build_agents(
         settings["protocol"],

@@ -228,3 +228,16 @@ def test_losses_use_only_the_steps_where_the_agent_acted(easy, path, monkeypatch
     train_ppo(agents, protocol, Rewards(), train, config, 0, CPU, progress=False)
     assert rows == {"prover": 3 * seen[0], "verifier": 3 * seen[1]}
     assert 0 < seen[0] < 64 and 0 < seen[1] < 64
+
+
+def test_training_on_the_cpu_keeps_freed_memory(easy, monkeypatch):
+    from pvg_pipeline.pvg.trainers import ppo as ppo_module
+
+    train, _ = easy
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    agents = build_agents(protocol, TINY, TINY, 8)
+    config = PPOConfig(iterations=1, num_envs=8, steps_per_iteration=4, epochs=1)
+    retained = []
+    monkeypatch.setattr(ppo_module, "retain_freed_memory", lambda: retained.append(1))
+    train_ppo(agents, protocol, Rewards(), train, config, 0, CPU, progress=False)
+    assert retained == [1]
