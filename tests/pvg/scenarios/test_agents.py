@@ -209,3 +209,21 @@ def test_entropy_and_log_prob_have_finite_gradients_with_masked_actions():
     loss.backward()
     assert torch.isfinite(logits.grad).all()
     assert categorical_entropy(restricted)[1] == 0  # only "continue" possible
+
+
+def test_input_projection_is_the_linear_layer_with_its_gradients():
+    from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import _project
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(9, 16)
+    features = torch.randn(5, 2, 11, 9)
+    upstream = torch.randn(5, 2, 11, 16)
+    expected = layer(features)
+    (expected * upstream).sum().backward()
+    grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    projected = _project(features, layer)
+    (projected * upstream).sum().backward()
+    torch.testing.assert_close(projected, expected)
+    for got, want in zip((p.grad for p in layer.parameters()), grads, strict=True):
+        torch.testing.assert_close(got, want)

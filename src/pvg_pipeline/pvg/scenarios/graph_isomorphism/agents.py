@@ -201,7 +201,10 @@ class AgentBody(nn.Module):
         mask = AttentionMask(node_mask)
         for layer in self.transformer:
             tokens = layer(tokens, mask)
-        return tokens[:, :2], tokens[:, 2:]
+        # One split, not two slices: its backward is one cat instead of two
+        # zero-filled (batch, token, d_model) gradients and their sum.
+        pooled, nodes = tokens.split([2, tokens.shape[1] - 2], dim=1)
+        return pooled, nodes
 
 
 class GraphIsomorphismAgent(nn.Module):
@@ -266,7 +269,7 @@ class GraphIsomorphismAgent(nn.Module):
         features = seen.permute(0, 3, 4, 1, 2).reshape(batch, 2, n, d_messages)
         features = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)
         pooled, nodes = self.body(
-            self.input(features), adjacency, node_mask, round_number
+            _project(features, self.input), adjacency, node_mask, round_number
         )
         logits = self.node_head(nodes).squeeze(-1)
         logits = logits.masked_fill(~node_mask.reshape(batch, 2 * n), float("-inf"))
@@ -275,6 +278,18 @@ class GraphIsomorphismAgent(nn.Module):
             self.decision_head(summary) if self.decision_head is not None else None
         )
         return AgentOutput(logits, decision, self.value_head(summary).squeeze(-1))
+
+
+def _project(
+    features: Float[Tensor, "*rows d_in"], layer: nn.Linear
+) -> Float[Tensor, "*rows d_out"]:
+    """``layer(features)`` for many rows of a few features, arranged so that the
+    weight gradient is computed as ``features^T @ grad``: for a Linear layer
+    autograd computes ``grad^T @ features``, which BLAS runs ~5x slower when the
+    inputs are this narrow (5 632 rows of 9 features: 205 vs 42 µs)."""
+    rows = features.reshape(-1, features.shape[-1])
+    out = torch.addmm(layer.bias, rows, layer.weight.t().contiguous())
+    return out.view(*features.shape[:-1], layer.out_features)
 
 
 def _orthogonal_init(module: nn.Module) -> None:

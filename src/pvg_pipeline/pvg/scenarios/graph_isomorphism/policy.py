@@ -62,13 +62,16 @@ def action_log_prob(
     The action is the message node, plus the decision for the verifier (decisions
     that cannot count have probability 1, so they add nothing).
     """
-    log_prob = categorical_log_prob(output.node_logits, node)
-    entropy = categorical_entropy(output.node_logits)
+    # One log-softmax per distribution, shared by the log-probability and entropy.
+    log_p = output.node_logits.log_softmax(-1)
+    log_prob = _chosen(log_p, node)
+    entropy = _entropy(log_p)
     decision_entropy = torch.zeros_like(log_prob)
     if output.decision_logits is not None:
         logits = restrict_decisions(output.decision_logits, decision_allowed)
-        log_prob = log_prob + categorical_log_prob(logits, decision)
-        decision_entropy = categorical_entropy(logits)
+        log_p = logits.log_softmax(-1)
+        log_prob = log_prob + _chosen(log_p, decision)
+        decision_entropy = _entropy(log_p)
         entropy = entropy + decision_entropy
     return log_prob, entropy, decision_entropy
 
@@ -87,12 +90,19 @@ def sample_categorical(logits: Float[Tensor, "batch n"], greedy: bool) -> Tensor
 
 def categorical_log_prob(logits: Float[Tensor, "batch n"], action: Tensor) -> Tensor:
     """Log-probability of ``action`` under ``softmax(logits)``."""
-    return logits.log_softmax(-1).gather(-1, action[:, None]).squeeze(-1)
+    return _chosen(logits.log_softmax(-1), action)
 
 
 def categorical_entropy(logits: Float[Tensor, "batch n"]) -> Tensor:
     """Entropy of ``softmax(logits)``; impossible actions contribute 0."""
-    log_p = logits.log_softmax(-1)
+    return _entropy(logits.log_softmax(-1))
+
+
+def _chosen(log_p: Float[Tensor, "batch n"], action: Tensor) -> Tensor:
+    return log_p.gather(-1, action[:, None]).squeeze(-1)
+
+
+def _entropy(log_p: Float[Tensor, "batch n"]) -> Tensor:
     p = log_p.exp()
     # Mask before multiplying: 0 * -inf would poison the gradient with NaN.
     return -(p * torch.where(p > 0, log_p, 0.0)).sum(-1)
