@@ -20,7 +20,11 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.protocols import Decision
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_gin, cpu_transformer
+from pvg_pipeline.pvg.scenarios.graph_isomorphism import (
+    cpu_gin,
+    cpu_tokens,
+    cpu_transformer,
+)
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import AttentionMask
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
     fusable,
@@ -179,25 +183,11 @@ class AgentBody(nn.Module):
         Float[Tensor, "batch 2 d_model"], Float[Tensor, "batch two_nodes d_model"]
     ]:
         """Return the 2 pooled tokens and the ``2 N`` node tokens."""
-        batch, _, n, _ = node_features.shape
         adjacency = adjacency.to(node_features.dtype)
         h = node_features * node_mask[..., None]
         for layer in self.gin:
             h = layer(h, adjacency, node_mask)
-        d_gnn = h.shape[-1]
-        pooled = self.pool_norm(h.sum(dim=2).reshape(batch * 2, d_gnn))
-        pooled = pooled.view(batch, 2, d_gnn)
-        # Pair-invariant: swapping the graphs leaves (mean, |difference| / 2) unchanged.
-        pair = torch.stack(
-            [pooled.mean(dim=1), (pooled[:, 0] - pooled[:, 1]).abs() / 2], dim=1
-        )
-        tokens = torch.cat(
-            [
-                self.pool_in(pair) + self.round_embedding(round_number)[:, None],
-                self.node_in(h.reshape(batch, 2 * n, d_gnn)),
-            ],
-            dim=1,
-        )
+        tokens = self.tokens(h, round_number)
         mask = AttentionMask(node_mask)
         for layer in self.transformer:
             tokens = layer(tokens, mask)
@@ -205,6 +195,31 @@ class AgentBody(nn.Module):
         # zero-filled (batch, token, d_model) gradients and their sum.
         pooled, nodes = tokens.split([2, tokens.shape[1] - 2], dim=1)
         return pooled, nodes
+
+    def tokens(
+        self,
+        h: Float[Tensor, "batch 2 node d_gnn"],
+        round_number: Int64[Tensor, "batch"],
+    ) -> Float[Tensor, "batch token d_model"]:
+        """The transformer's input: 2 pooled tokens (with the round embedding),
+        then the ``2 N`` node tokens (on the CPU a fused kernel,
+        :mod:`.cpu_tokens`)."""
+        if cpu_tokens.fusable(self, h):
+            return cpu_tokens.fused_tokens(self, h, round_number)
+        batch, _, n, d_gnn = h.shape
+        pooled = self.pool_norm(h.sum(dim=2).reshape(batch * 2, d_gnn))
+        pooled = pooled.view(batch, 2, d_gnn)
+        # Pair-invariant: swapping the graphs leaves (mean, |difference| / 2) unchanged.
+        pair = torch.stack(
+            [pooled.mean(dim=1), (pooled[:, 0] - pooled[:, 1]).abs() / 2], dim=1
+        )
+        return torch.cat(
+            [
+                self.pool_in(pair) + self.round_embedding(round_number)[:, None],
+                self.node_in(h.reshape(batch, 2 * n, d_gnn)),
+            ],
+            dim=1,
+        )
 
 
 class GraphIsomorphismAgent(nn.Module):

@@ -1,6 +1,6 @@
 // Python bindings of the fused CPU kernels (compiled after cpu_gin.cpp,
-// cpu_attention.cpp, cpu_transformer.cpp and cpu_transformer_training.cpp, in one
-// translation unit). The kernels release the GIL: the agents' updates run side by
+// cpu_attention.cpp, cpu_transformer.cpp, cpu_transformer_training.cpp and
+// cpu_tokens.cpp, in one translation unit). The kernels release the GIL: the agents' updates run side by
 // side in Python threads.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto no_gil = py::call_guard<py::gil_scoped_release>();
@@ -23,4 +23,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "fused feed-forward block (MLP, residual, layer norm), forward", no_gil);
   m.def("feed_forward_backward", &pvg_transformer::feed_forward_backward,
         "fused feed-forward block, backward", no_gil);
+  m.def("tokens_forward", &pvg_tokens::tokens_forward,
+        "transformer tokens from the GIN output (pooling, pair, projections), forward",
+        no_gil);
+  m.def("tokens_backward", &pvg_tokens::tokens_backward,
+        "transformer tokens from the GIN output, backward", no_gil);
 }
