@@ -22,10 +22,14 @@ from torch import Tensor, nn
 from pvg_pipeline.pvg.protocols import Decision
 from pvg_pipeline.pvg.scenarios.graph_isomorphism import (
     cpu_gin,
+    cpu_heads,
     cpu_tokens,
     cpu_transformer,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import AttentionMask
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
+    POOLED_TOKENS,
+    AttentionMask,
+)
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
     fusable,
     fused_attention,
@@ -179,10 +183,9 @@ class AgentBody(nn.Module):
         adjacency: Bool[Tensor, "batch 2 node node"],
         node_mask: Bool[Tensor, "batch 2 node"],
         round_number: Int64[Tensor, "batch"],
-    ) -> tuple[
-        Float[Tensor, "batch 2 d_model"], Float[Tensor, "batch two_nodes d_model"]
-    ]:
-        """Return the 2 pooled tokens and the ``2 N`` node tokens."""
+    ) -> Float[Tensor, "batch token d_model"]:
+        """Return the transformer's output: the 2 pooled tokens, then the ``2 N``
+        node tokens."""
         adjacency = adjacency.to(node_features.dtype)
         h = node_features * node_mask[..., None]
         for layer in self.gin:
@@ -191,10 +194,7 @@ class AgentBody(nn.Module):
         mask = AttentionMask(node_mask)
         for layer in self.transformer:
             tokens = layer(tokens, mask)
-        # One split, not two slices: its backward is one cat instead of two
-        # zero-filled (batch, token, d_model) gradients and their sum.
-        pooled, nodes = tokens.split([2, tokens.shape[1] - 2], dim=1)
-        return pooled, nodes
+        return tokens
 
     def tokens(
         self,
@@ -283,11 +283,17 @@ class GraphIsomorphismAgent(nn.Module):
         d_messages = rounds * self.visible.shape[0]
         features = seen.permute(0, 3, 4, 1, 2).reshape(batch, 2, n, d_messages)
         features = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)
-        pooled, nodes = self.body(
+        tokens = self.body(
             _project(features, self.input), adjacency, node_mask, round_number
         )
+        real_nodes = node_mask.reshape(batch, 2 * n)
+        if cpu_heads.fusable(self, tokens):
+            return AgentOutput(*cpu_heads.fused_heads(self, tokens, real_nodes))
+        # One split, not two slices: its backward is one cat instead of two
+        # zero-filled (batch, token, d_model) gradients and their sum.
+        pooled, nodes = tokens.split([POOLED_TOKENS, 2 * n], dim=1)
         logits = self.node_head(nodes).squeeze(-1)
-        logits = logits.masked_fill(~node_mask.reshape(batch, 2 * n), float("-inf"))
+        logits = logits.masked_fill(~real_nodes, float("-inf"))
         summary = pooled.reshape(batch, 2 * pooled.shape[-1])
         decision = (
             self.decision_head(summary) if self.decision_head is not None else None

@@ -229,7 +229,8 @@ std::vector<torch::Tensor> gin_backward(const torch::Tensor& grad_out_in,
   const int64_t chunks = (B + kChunk - 1) / kChunk;
   // Per chunk: dW1 (H, Din) | db1 (H) | dW2 (Dout, H) | db2 (Dout) | deps (1).
   const int64_t width = H * Din + H + Dout * H + Dout + 1;
-  auto partial = torch::zeros({chunks, width}, h.options());
+  // At least one row: an empty batch has zero gradients.
+  auto partial = torch::zeros({std::max<int64_t>(chunks, 1), width}, h.options());
   auto grad_h = torch::empty_like(h);
   const float* go = grad_out.data_ptr<float>();
   const float* hp = h.data_ptr<float>();

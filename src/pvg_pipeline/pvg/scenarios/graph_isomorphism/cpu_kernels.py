@@ -3,13 +3,18 @@
 The agents' layers are tiny (11-node graphs, 16-wide features, 4 heads of 4
 dimensions), so on the CPU PyTorch spends most of their time on per-operation
 overhead and on passes over small intermediates. Fused kernels do that work in
-one pass each, in cache: masked multi-head attention (``cpu_attention.cpp``, used
-by :mod:`.cpu_attention`), the GIN layer (``cpu_gin.cpp``, used by
-:mod:`.cpu_gin`), the whole transformer layer without gradients
-(``cpu_transformer.cpp``) and its two halves with gradients
-(``cpu_transformer_training.cpp``), both used by :mod:`.cpu_transformer`, and the
-transformer's tokens from the GIN output (``cpu_tokens.cpp``, used by
-:mod:`.cpu_tokens`); ``cpu_kernels.cpp`` binds them. They are compiled together once per virtual
+one pass each, in cache:
+
+- masked multi-head attention (``cpu_attention.cpp``, :mod:`.cpu_attention`);
+- the GIN layer (``cpu_gin.cpp``, :mod:`.cpu_gin`);
+- the whole transformer layer without gradients (``cpu_transformer.cpp``) and its
+  two halves with gradients (``cpu_transformer_training.cpp``), both used by
+  :mod:`.cpu_transformer`;
+- the transformer's tokens from the GIN output (``cpu_tokens.cpp``,
+  :mod:`.cpu_tokens`);
+- the node, value and decision heads (``cpu_heads.cpp``, :mod:`.cpu_heads`).
+
+``cpu_kernels.cpp`` binds them. They are compiled together once per virtual
 environment with ``torch.utils.cpp_extension`` (``scripts/setup.sh`` does it at
 install time; ~1.5 minutes) into ``<venv>/torch_extensions``, with OpenMP so that
 they use torch's intra-op threads.
@@ -17,8 +22,8 @@ they use torch's intra-op threads.
 When the build fails (no C++ compiler), one warning says so and the agents use
 plain PyTorch: same results to float rounding. Each kernel has an off switch,
 an environment variable set to ``0`` (``PVG_FUSED_CPU_ATTENTION``,
-``PVG_FUSED_CPU_GIN``, ``PVG_FUSED_CPU_TRANSFORMER``, ``PVG_FUSED_CPU_TOKENS``);
-``PVG_FUSED_CPU_KERNELS=0`` turns them all off.
+``PVG_FUSED_CPU_GIN``, ``PVG_FUSED_CPU_TRANSFORMER``, ``PVG_FUSED_CPU_TOKENS``,
+``PVG_FUSED_CPU_HEADS``); ``PVG_FUSED_CPU_KERNELS=0`` turns them all off.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ SOURCES = (
     "cpu_transformer.cpp",
     "cpu_transformer_training.cpp",
     "cpu_tokens.cpp",
+    "cpu_heads.cpp",
     "cpu_kernels.cpp",
 )
 _ALL_SWITCH = "PVG_FUSED_CPU_KERNELS"

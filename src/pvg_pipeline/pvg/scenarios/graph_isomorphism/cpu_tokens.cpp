@@ -5,7 +5,8 @@
 // In PyTorch this is ~15 operations forward and as many backward on (rows, 2, N, 16)
 // tensors (~1.5 ms per 256-row minibatch, most of it per-operation cost and a slow
 // BLAS path for the 16 x 16 products). Here each row is done in one go with the GIN
-// kernel's register-tiled products (compiled after cpu_gin.cpp); the backward pass
+// kernel's register-tiled products (compiled after cpu_gin.cpp and cpu_transformer.cpp,
+// whose chunk sums it uses); the backward pass
 // recomputes the pooled sums from h (cheaper than keeping them) and sums the
 // parameter gradients per fixed chunk of rows, chunks added in order, so that they
 // do not depend on the number of threads.
@@ -159,7 +160,8 @@ std::vector<torch::Tensor> tokens_backward(
   // Per chunk: dWp (M, D) | dbp (M) | dE (R, M) | dWn (M, D) | dbn (M) | dgamma (D)
   // | dbeta (D).
   const int64_t width = 2 * M * D + 2 * M + R * M + 2 * D;
-  auto partial = torch::zeros({chunks, width}, h.options());
+  // At least one row: an empty batch has zero gradients.
+  auto partial = torch::zeros({std::max<int64_t>(chunks, 1), width}, h.options());
   auto grad_h = torch::empty_like(h);
   const float* go = grad.data_ptr<float>();
   const float* hp = h.data_ptr<float>();
@@ -239,26 +241,11 @@ std::vector<torch::Tensor> tokens_backward(
       }
     }
   });
-  // Chunks added in order: the same sums for any thread count.
-  for (int64_t c = 1; c < chunks; ++c)
-    for (int64_t k = 0; k < width; ++k) part[k] += part[c * width + k];
-  const auto total = partial[0];
-  int64_t start = 0;
-  const auto take = [&](std::vector<int64_t> shape) {
-    int64_t size = 1;
-    for (const int64_t n : shape) size *= n;
-    auto t = total.narrow(0, start, size).view(shape);
-    start += size;
-    return t;
-  };
-  auto dWp = take({M, D});
-  auto dbp = take({M});
-  auto dE = take({R, M});
-  auto dWn = take({M, D});
-  auto dbn = take({M});
-  auto dgamma = take({D});
-  auto dbeta = take({D});
-  return {grad_h, dWp, dbp, dE, dWn, dbn, dgamma, dbeta};
+  // Chunks added in order (the same sums for any thread count).
+  auto grads = pvg_transformer::add_chunks(
+      partial, {{M, D}, {M}, {R, M}, {M, D}, {M}, {D}, {D}});
+  grads.insert(grads.begin(), grad_h);
+  return grads;
 }
 
 }  // namespace pvg_tokens

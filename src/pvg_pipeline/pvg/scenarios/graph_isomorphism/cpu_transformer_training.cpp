@@ -92,7 +92,8 @@ std::vector<torch::Tensor> attention_block_backward(
   const std::vector<std::vector<int64_t>> shapes = {
       {3 * M, M}, {3 * M}, {M, M}, {M}, {M}, {M}};
   const int64_t width = 3 * M * M + 3 * M + M * M + 3 * M;
-  auto partial = torch::zeros({chunks, width}, x.options());
+  // At least one row: an empty batch has zero gradients.
+  auto partial = torch::zeros({std::max<int64_t>(chunks, 1), width}, x.options());
   auto grad_x = torch::empty_like(x);
   const float* go = grad_out.data_ptr<float>();
   const float* xp = x.data_ptr<float>();
@@ -203,7 +204,8 @@ std::vector<torch::Tensor> feed_forward_backward(
   const int64_t chunks = (R + kRows - 1) / kRows;
   const std::vector<std::vector<int64_t>> shapes = {{F, M}, {F}, {M, F}, {M}, {M}, {M}};
   const int64_t width = F * M + F + M * F + 3 * M;
-  auto partial = torch::zeros({chunks, width}, x.options());
+  // At least one row: an empty batch has zero gradients.
+  auto partial = torch::zeros({std::max<int64_t>(chunks, 1), width}, x.options());
   auto grad_x = torch::empty_like(x);
   const float* go = grad_out.data_ptr<float>();
   const float* xp = x.data_ptr<float>();
