@@ -50,7 +50,7 @@ def _heads(agent, tokens, real_nodes):
     batch, length, _ = tokens.shape
     pooled, nodes = tokens.split([2, length - 2], dim=1)
     logits = agent.node_head(nodes).squeeze(-1).masked_fill(~real_nodes, -torch.inf)
-    summary = pooled.reshape(batch, -1)
+    summary = pooled.reshape(batch, 2 * pooled.shape[-1])
     decision = None if agent.decision_head is None else agent.decision_head(summary)
     return logits, decision, agent.value_head(summary).squeeze(-1)
 
@@ -83,11 +83,13 @@ def _spy(monkeypatch):
     return calls
 
 
-# Verifier and prover; one chunk and several with a partial last one; other widths.
+# Verifier and prover; one chunk and several with a partial last one; other widths;
+# an empty batch.
 @pytest.mark.parametrize(
     ("is_verifier", "batch", "nodes", "d_mlp", "d_model"),
     [
         (True, 5, 11, 64, 16),
+        (True, 0, 11, 64, 16),
         (True, 150, 11, 64, 16),
         (False, 70, 11, 64, 16),
         (True, 3, 1, 8, 8),

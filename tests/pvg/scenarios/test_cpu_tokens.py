@@ -68,11 +68,12 @@ def _spy(monkeypatch):
 
 
 # One chunk of the backward pass and several with a partial last one; graphs of
-# one node; without a batch norm; other widths.
+# one node; without a batch norm; other widths; an empty batch.
 @pytest.mark.parametrize(
     ("batch", "nodes", "batch_norm", "d_gnn", "d_transformer"),
     [
         (5, 11, True, 16, 16),
+        (0, 11, True, 16, 16),
         (70, 11, True, 16, 16),
         (9, 1, True, 16, 16),
         (33, 7, False, 16, 16),
