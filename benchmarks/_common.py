@@ -149,12 +149,13 @@ def report(name: str, figures: dict[str, Any], args: argparse.Namespace) -> None
 def add_alternate_option(options: argparse.ArgumentParser) -> None:
     """``--alternate VAR``: also time with ``VAR=0`` (e.g. a fused kernel off),
     interleaved with the default in one process, so that the drift of a shared
-    machine's speed hits both alike; those figures are prefixed ``VAR_off_``."""
+    machine's speed hits both alike; those figures are prefixed ``VAR_off_``.
+    ``VAR1+VAR2`` sets several variables to ``0`` together."""
     options.add_argument(
         "--alternate",
         metavar="VAR",
-        help="also time with environment variable VAR=0, interleaved in one process "
-        "(figures prefixed VAR_off_)",
+        help="also time with environment variable VAR=0 (VAR1+VAR2: several), "
+        "interleaved in one process (figures prefixed VAR_off_)",
     )
 
 
@@ -166,7 +167,8 @@ def variants(args: argparse.Namespace) -> list[str]:
 
 def select_variant(args: argparse.Namespace, variant: str) -> None:
     """Set the environment for ``variant`` (see :func:`variants`)."""
-    if variant:
-        os.environ[args.alternate] = "0"
-    elif args.alternate:
-        os.environ.pop(args.alternate, None)
+    for name in args.alternate.split("+") if args.alternate else []:
+        if variant:
+            os.environ[name] = "0"
+        else:
+            os.environ.pop(name, None)
