@@ -19,6 +19,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
     fused_attention,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from tests.pvg.scenarios.calls import record_calls
 
 pytestmark = pytest.mark.skipif(
     load_extension() is None, reason="the fused CPU kernels could not build"
@@ -98,13 +99,7 @@ def test_the_layer_uses_the_kernel_on_cpu_and_pytorch_otherwise(monkeypatch):
     node_mask = torch.rand(8, 2, 11) > 0.2
     mask = AttentionMask(node_mask)
     tokens = torch.randn(8, 24, 16)
-    calls = []
-    original = agents_module.fused_attention
-    monkeypatch.setattr(
-        agents_module,
-        "fused_attention",
-        lambda *args: calls.append(1) or original(*args),
-    )
+    calls = record_calls(monkeypatch, agents_module, "fused_attention")
     fused = layer(tokens, mask)
     assert calls, "the CPU layer did not use the fused kernel"
     monkeypatch.setattr(agents_module, "fusable", lambda qkv: False)

@@ -14,6 +14,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     GraphIsomorphismAgent,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 
 pytestmark = pytest.mark.skipif(
@@ -68,11 +69,7 @@ def test_forward_and_gradients_match_pytorch(
     features, adjacency, node_mask = _inputs(batch, nodes, d_in, prefix=prefix)
     assert cpu_gin.fusable(features, adjacency, layer.mlp, "relu")
     upstream = torch.randn(batch, 2, nodes, d_out)
-    calls = []
-    original = cpu_gin.fused_gin
-    monkeypatch.setattr(
-        cpu_gin, "fused_gin", lambda *args: calls.append(1) or original(*args)
-    )
+    calls = record_calls(monkeypatch, cpu_gin, "fused_gin")
     ours, our_grads = _forward_and_gradients(
         layer, features, adjacency, node_mask, upstream
     )

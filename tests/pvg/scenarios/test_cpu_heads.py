@@ -13,6 +13,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     GraphIsomorphismAgent,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 
 pytestmark = pytest.mark.skipif(
@@ -74,15 +75,6 @@ def _outputs_and_gradients(agent, tokens, real_nodes, seed=1):
     return [o.detach() for o in outputs], grads
 
 
-def _spy(monkeypatch):
-    calls = []
-    original = cpu_heads.fused_heads
-    monkeypatch.setattr(
-        cpu_heads, "fused_heads", lambda *args: calls.append(1) or original(*args)
-    )
-    return calls
-
-
 # Verifier and prover; one chunk and several with a partial last one; other widths;
 # an empty batch.
 @pytest.mark.parametrize(
@@ -101,7 +93,7 @@ def test_matches_the_pytorch_heads_with_gradients(
 ):
     agent = _agent(is_verifier, d_mlp=d_mlp, d_model=d_model)
     tokens, real_nodes = _inputs(batch, nodes, d_model)
-    calls = _spy(monkeypatch)
+    calls = record_calls(monkeypatch, cpu_heads, "fused_heads")
     fused, fused_grads = _outputs_and_gradients(agent, tokens, real_nodes)
     assert calls == [1], "the heads did not use the fused kernel"
     monkeypatch.setenv(cpu_heads.SWITCH, "0")
@@ -119,10 +111,10 @@ def test_matches_the_pytorch_heads_with_gradients(
         )
 
 
-def test_whole_agent_without_gradients_equals_pytorch(monkeypatch):
+def test_without_gradients_equals_the_pytorch_heads(monkeypatch):
     agent = _agent()
     tokens, real_nodes = _inputs(40, 11)
-    calls = _spy(monkeypatch)
+    calls = record_calls(monkeypatch, cpu_heads, "fused_heads")
     with torch.no_grad():
         fused = _heads(agent, tokens, real_nodes)
         monkeypatch.setenv("PVG_FUSED_CPU_KERNELS", "0")

@@ -13,6 +13,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentBody,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 
 pytestmark = pytest.mark.skipif(
@@ -58,15 +59,6 @@ def _tokens_and_gradients(body, h, rounds, upstream):
     return tokens.detach(), grads
 
 
-def _spy(monkeypatch):
-    calls = []
-    original = cpu_tokens.fused_tokens
-    monkeypatch.setattr(
-        cpu_tokens, "fused_tokens", lambda *args: calls.append(1) or original(*args)
-    )
-    return calls
-
-
 # One chunk of the backward pass and several with a partial last one; graphs of
 # one node; without a batch norm; other widths; an empty batch.
 @pytest.mark.parametrize(
@@ -86,7 +78,7 @@ def test_matches_the_pytorch_body_with_gradients(
     body = _body(batch_norm, d_gnn, d_transformer)
     h, rounds = _inputs(batch, nodes, d_gnn)
     upstream = torch.randn(batch, 2 + 2 * nodes, d_transformer)
-    calls = _spy(monkeypatch)
+    calls = record_calls(monkeypatch, cpu_tokens, "fused_tokens")
     fused, fused_grads = _tokens_and_gradients(body, h, rounds, upstream)
     assert calls == [1], "the body did not use the fused kernel"
     monkeypatch.setenv(cpu_tokens.SWITCH, "0")
@@ -108,7 +100,7 @@ def test_matches_the_pytorch_body_with_gradients(
 def test_without_gradients_equals_the_pytorch_body(monkeypatch):
     body = _body()
     h, rounds = _inputs(40, 11)
-    calls = _spy(monkeypatch)
+    calls = record_calls(monkeypatch, cpu_tokens, "fused_tokens")
     with torch.no_grad():
         fused = body.tokens(h, rounds)
         monkeypatch.setenv("PVG_FUSED_CPU_KERNELS", "0")
@@ -118,7 +110,7 @@ def test_without_gradients_equals_the_pytorch_body(monkeypatch):
 
 
 def test_not_used_where_it_does_not_apply(monkeypatch):
-    calls = _spy(monkeypatch)
+    calls = record_calls(monkeypatch, cpu_tokens, "fused_tokens")
     h, rounds = _inputs(4, 5)
     training = _body().train()  # batch statistics: not the kernel's affine norm
     training.tokens(h, rounds)

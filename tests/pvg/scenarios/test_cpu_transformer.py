@@ -17,6 +17,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     AttentionMask,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 
 pytestmark = pytest.mark.skipif(
@@ -40,17 +41,6 @@ def _inputs(batch, nodes, d_model, seed=0):
     return tokens, AttentionMask(node_mask)
 
 
-def _spy(monkeypatch):
-    calls = []
-    original = cpu_transformer.fused_layer
-    monkeypatch.setattr(
-        cpu_transformer,
-        "fused_layer",
-        lambda *args: calls.append(1) or original(*args),
-    )
-    return calls
-
-
 # Token counts below, at and above a vector width; other widths and head counts.
 @pytest.mark.parametrize(
     ("batch", "nodes", "d_model", "heads", "d_mlp"),
@@ -59,7 +49,7 @@ def _spy(monkeypatch):
 def test_matches_the_pytorch_layer(monkeypatch, batch, nodes, d_model, heads, d_mlp):
     layer = _layer(d_model, heads, d_mlp)
     tokens, mask = _inputs(batch, nodes, d_model)
-    calls = _spy(monkeypatch)
+    calls = record_calls(monkeypatch, cpu_transformer, "fused_layer")
     with torch.no_grad():
         fused = layer(tokens, mask)
         assert calls, "the layer did not use the fused kernel"
@@ -79,7 +69,7 @@ def test_an_empty_batch():
 def test_used_only_when_no_gradient_is_wanted(monkeypatch):
     layer = _layer(16, 4, 64)
     tokens, mask = _inputs(4, 11, 16)
-    calls = _spy(monkeypatch)
+    calls = record_calls(monkeypatch, cpu_transformer, "fused_layer")
     training = layer(tokens, mask)
     assert not calls and training.requires_grad  # training: autograd needs the ops
     with torch.no_grad():
@@ -129,7 +119,7 @@ def test_whole_agent_acting_matches_plain_pytorch(monkeypatch):
     adjacency &= node_mask[:, :, :, None] & node_mask[:, :, None, :]
     history = (torch.rand(32, 8, 2, 2, 11, generator=generator) < 0.1).float()
     round_number = torch.randint(0, 8, (32,), generator=generator)
-    calls = _spy(monkeypatch)
+    calls = record_calls(monkeypatch, cpu_transformer, "fused_layer")
     with torch.no_grad():
         fused = agent(adjacency, node_mask, history, round_number)
         assert calls, "acting did not use the fused transformer layer"

@@ -57,6 +57,27 @@ const float* matrix(const torch::Tensor& t, const char* name, int64_t rows,
   return t.data_ptr<float>();
 }
 
+// Backward of one head's first layer, relu(s W1^T + b1), over a chunk of rows:
+// dhidden (rows, F) holds d(relu output) and becomes d(pre-activation) where the
+// ReLU passed; adds to db1 and dW1 (F, 2M) and to (or, unless accumulate, writes)
+// the pooled tokens' gradient gsummary, rows of 2M every ld floats like summary.
+void first_layer_backward(float* dhidden, const float* hidden, int64_t rows,
+                          int64_t F, int64_t M, const float* summary, int64_t ld,
+                          const float* w1, float* db1, float* dW1, float* gsummary,
+                          bool accumulate) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < F; k += kLanes) {
+      const Vec passed =
+          Vec::loadu(dhidden + r * F + k) & (Vec::loadu(hidden + r * F + k) > Vec(0.f));
+      passed.store(dhidden + r * F + k);
+      (Vec::loadu(db1 + k) + passed).store(db1 + k);
+    }
+  pvg_gin::gemm(dhidden, 1, F, F, rows, summary, ld, 2 * M, nullptr, dW1, 2 * M, true,
+                false);
+  pvg_gin::gemm(dhidden, F, 1, rows, F, w1, 2 * M, 2 * M, nullptr, gsummary, ld,
+                accumulate, false);
+}
+
 void check_tokens(const torch::Tensor& tokens, const torch::Tensor& node_mask,
                   int64_t F) {
   pvg_gin::check(tokens, "tokens", 3);
@@ -203,24 +224,19 @@ std::vector<torch::Tensor> heads_backward(
         }
       const float* summary = tp + first * L * M;
       float* gsummary = gt + first * L * M;
-      // Value head: d(hidden) = dv w2v where the ReLU passed, then the first layer.
+      // Value head: d(hidden) = dv w2v, then the first layer.
       const float* hvc = hv + first * F;
       for (int64_t r = 0; r < rows; ++r) {
         const float g = gv[first + r];
         axpy(g, hvc + r * F, dw2v, F);
         db2v[0] += g;
-        for (int64_t k = 0; k < F; k += kLanes) {
-          const Vec passed =
-              (Vec(g) * Vec::loadu(w2v + k)) & (Vec::loadu(hvc + r * F + k) > Vec(0.f));
-          passed.store(&dhidden[r * F + k]);
-          (Vec::loadu(db1v + k) + passed).store(db1v + k);
-        }
+        for (int64_t k = 0; k < F; k += kLanes)
+          (Vec(g) * Vec::loadu(w2v + k)).store(&dhidden[r * F + k]);
       }
-      pvg_gin::gemm(dhidden.data(), 1, F, F, rows, summary, L * M, 2 * M, nullptr, dW1v,
-                    2 * M, true, false);
-      pvg_gin::gemm(dhidden.data(), F, 1, rows, F, w1v, 2 * M, 2 * M, nullptr, gsummary,
-                    L * M, false, false);
+      first_layer_backward(dhidden.data(), hvc, rows, F, M, summary, L * M, w1v, db1v,
+                           dW1v, gsummary, false);
       if (!decides) continue;
+      // Decision head: d(hidden) = dd W2d, then the first layer.
       const float* hdc = hd + first * F;
       for (int64_t r = 0; r < rows; ++r) {
         std::fill(&dhidden[r * F], &dhidden[(r + 1) * F], 0.f);
@@ -230,17 +246,9 @@ std::vector<torch::Tensor> heads_backward(
           db2d[k] += g;
           axpy(g, w2d + k * F, &dhidden[r * F], F);
         }
-        for (int64_t k = 0; k < F; k += kLanes) {
-          const Vec passed =
-              Vec::loadu(&dhidden[r * F + k]) & (Vec::loadu(hdc + r * F + k) > Vec(0.f));
-          passed.store(&dhidden[r * F + k]);
-          (Vec::loadu(db1d + k) + passed).store(db1d + k);
-        }
       }
-      pvg_gin::gemm(dhidden.data(), 1, F, F, rows, summary, L * M, 2 * M, nullptr, dW1d,
-                    2 * M, true, false);
-      pvg_gin::gemm(dhidden.data(), F, 1, rows, F, w1d, 2 * M, 2 * M, nullptr, gsummary,
-                    L * M, true, false);
+      first_layer_backward(dhidden.data(), hdc, rows, F, M, summary, L * M, w1d, db1d,
+                           dW1d, gsummary, true);
     }
   });
   // Chunks added in order (the same sums for any thread count).
