@@ -22,7 +22,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     AttentionMask,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
-    load_extension,
+    loaded,
     usable,
 )
 
@@ -37,8 +37,7 @@ def fusable(qkv: Tensor) -> bool:
 class _FusedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: Tensor, bias: Tensor, num_heads: int) -> Tensor:  # type: ignore[override]
-        extension = load_extension(SWITCH)
-        assert extension is not None
+        extension = loaded(SWITCH)
         scale = (qkv.shape[-1] // (3 * num_heads)) ** -0.5
         out, probs = extension.attention_forward(
             qkv.contiguous(), bias, num_heads, scale, ctx.needs_input_grad[0]
@@ -69,6 +68,5 @@ def fused_attention(
     outputs concatenated, i.e. ``scaled_dot_product_attention`` followed by the
     usual transpose and reshape. Check :func:`fusable` first.
     """
-    extension = load_extension(SWITCH)
-    assert extension is not None, "check fusable() before calling fused_attention"
+    extension = loaded(SWITCH)
     return _FusedAttention.apply(qkv, mask.bias(extension.lanes()), num_heads)

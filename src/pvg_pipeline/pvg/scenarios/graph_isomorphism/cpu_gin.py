@@ -20,8 +20,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
-    load_extension,
+    loaded,
     usable,
+    vector_multiples,
 )
 
 SWITCH = "PVG_FUSED_CPU_GIN"
@@ -33,13 +34,9 @@ def fusable(
     """Whether :func:`fused_gin` can compute this layer."""
     if activation != "relu" or adjacency.requires_grad or not usable(features, SWITCH):
         return False
-    extension = load_extension(SWITCH)
-    assert extension is not None
-    lanes = extension.lanes()
     first, second = mlp[0], mlp[2]
-    return all(
-        size % lanes == 0
-        for size in (first.in_features, first.out_features, second.out_features)
+    return vector_multiples(
+        SWITCH, first.in_features, first.out_features, second.out_features
     )
 
 
@@ -59,7 +56,7 @@ class _FusedGIN(torch.autograd.Function):
         inputs = (features.contiguous(), adjacency.contiguous(), node_mask.contiguous())
         out, agg, hidden = _gin_forward(*inputs, eps, w1, b1, w2, b2, keep=True)
         ctx.save_for_backward(*inputs, eps, w1, w2, agg, hidden)
-        ctx.extension = load_extension(SWITCH)  # even if switched off later
+        ctx.extension = loaded(SWITCH)  # even if switched off later
         return out
 
     @staticmethod
@@ -121,8 +118,7 @@ def _gin_forward(
     """The kernel's output, and with ``keep`` its kept activations;
     ``parameters`` are eps, W1, b1, W2 and b2."""
     eps, w1, b1, w2, b2 = parameters
-    extension = load_extension(SWITCH)
-    assert extension is not None
+    extension = loaded(SWITCH)
     return extension.gin_forward(
         features.contiguous(),
         adjacency.contiguous(),

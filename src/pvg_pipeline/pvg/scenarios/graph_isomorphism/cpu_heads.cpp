@@ -26,6 +26,8 @@
 namespace pvg_heads {
 namespace {
 
+using pvg_transformer::weights;  // shape-checked data pointers
+
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kLanes = Vec::size();
 constexpr int64_t kChunk = 64;  // batch rows per chunk
@@ -41,20 +43,6 @@ float dot(const float* a, const float* b, int64_t n) {
 void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t k = 0; k < n; k += kLanes)
     at::vec::fmadd(Vec(a), Vec::loadu(x + k), Vec::loadu(y + k)).store(y + k);
-}
-
-const float* vector(const torch::Tensor& t, const char* name, int64_t size) {
-  pvg_gin::check(t, name, 1);
-  TORCH_CHECK(t.size(0) == size, name, " must have ", size, " entries");
-  return t.data_ptr<float>();
-}
-
-const float* matrix(const torch::Tensor& t, const char* name, int64_t rows,
-                    int64_t cols) {
-  pvg_gin::check(t, name, 2);
-  TORCH_CHECK(t.size(0) == rows && t.size(1) == cols, name, " must be (", rows, ", ",
-              cols, ")");
-  return t.data_ptr<float>();
 }
 
 // Backward of one head's first layer, relu(s W1^T + b1), over a chunk of rows:
@@ -105,16 +93,16 @@ std::vector<torch::Tensor> heads_forward(
   const int64_t B = tokens.size(0), L = tokens.size(1), M = tokens.size(2);
   const bool decides = w1d_t.numel() > 0;
   const int64_t C = decides ? w2d_in.size(0) : 0;
-  const float* wn = vector(wn_in, "node head weight", M);
-  const float* bn = vector(bn_in, "node head bias", 1);
-  const float* w1v = matrix(w1v_t, "value head w1_t", 2 * M, F);
-  const float* b1v = vector(b1v_in, "value head b1", F);
-  const float* w2v = vector(w2v_in, "value head w2", F);
-  const float* b2v = vector(b2v_in, "value head b2", 1);
-  const float* w1d = decides ? matrix(w1d_t, "decision head w1_t", 2 * M, F) : nullptr;
-  const float* b1d = decides ? vector(b1d_in, "decision head b1", F) : nullptr;
-  const float* w2d = decides ? matrix(w2d_in, "decision head w2", C, F) : nullptr;
-  const float* b2d = decides ? vector(b2d_in, "decision head b2", C) : nullptr;
+  const float* wn = weights(wn_in, "node head weight", M, 0);
+  const float* bn = weights(bn_in, "node head bias", 1, 0);
+  const float* w1v = weights(w1v_t, "value head w1_t", 2 * M, F);
+  const float* b1v = weights(b1v_in, "value head b1", F, 0);
+  const float* w2v = weights(w2v_in, "value head w2", F, 0);
+  const float* b2v = weights(b2v_in, "value head b2", 1, 0);
+  const float* w1d = decides ? weights(w1d_t, "decision head w1_t", 2 * M, F) : nullptr;
+  const float* b1d = decides ? weights(b1d_in, "decision head b1", F, 0) : nullptr;
+  const float* w2d = decides ? weights(w2d_in, "decision head w2", C, F) : nullptr;
+  const float* b2d = decides ? weights(b2d_in, "decision head b2", C, 0) : nullptr;
   auto logits = torch::empty({B, L - 2}, tokens.options());
   auto decision = torch::empty({decides ? B : 0, C}, tokens.options());
   auto value = torch::empty({B}, tokens.options());
@@ -175,16 +163,16 @@ std::vector<torch::Tensor> heads_backward(
   check_tokens(tokens, node_mask, F);
   const int64_t B = tokens.size(0), L = tokens.size(1), M = tokens.size(2);
   const int64_t C = decides ? w2d_in.size(0) : 0;
-  const float* wn = vector(wn_in, "node head weight", M);
-  const float* w1v = matrix(w1v_in, "value head w1", F, 2 * M);
-  const float* w2v = vector(w2v_in, "value head w2", F);
-  const float* hv = matrix(hid_v, "value head hidden", B, F);
-  const float* w1d = decides ? matrix(w1d_in, "decision head w1", F, 2 * M) : nullptr;
-  const float* w2d = decides ? matrix(w2d_in, "decision head w2", C, F) : nullptr;
-  const float* hd = decides ? matrix(hid_d, "decision head hidden", B, F) : nullptr;
-  const float* gl = matrix(grad_logits, "grad_logits", B, L - 2);
-  const float* gv = vector(grad_value, "grad_value", B);
-  const float* gd = decides ? matrix(grad_decision, "grad_decision", B, C) : nullptr;
+  const float* wn = weights(wn_in, "node head weight", M, 0);
+  const float* w1v = weights(w1v_in, "value head w1", F, 2 * M);
+  const float* w2v = weights(w2v_in, "value head w2", F, 0);
+  const float* hv = weights(hid_v, "value head hidden", B, F);
+  const float* w1d = decides ? weights(w1d_in, "decision head w1", F, 2 * M) : nullptr;
+  const float* w2d = decides ? weights(w2d_in, "decision head w2", C, F) : nullptr;
+  const float* hd = decides ? weights(hid_d, "decision head hidden", B, F) : nullptr;
+  const float* gl = weights(grad_logits, "grad_logits", B, L - 2);
+  const float* gv = weights(grad_value, "grad_value", B, 0);
+  const float* gd = decides ? weights(grad_decision, "grad_decision", B, C) : nullptr;
   const int64_t chunks = (B + kChunk - 1) / kChunk;
   // Per chunk: dwn (M) | dbn (1) | dW1v (F, 2M) | db1v (F) | dw2v (F) | db2v (1) |
   // dW1d (F, 2M) | db1d (F) | dW2d (C, F) | db2d (C).

@@ -21,8 +21,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
-    load_extension,
+    loaded,
     usable,
+    vector_multiples,
 )
 
 if TYPE_CHECKING:
@@ -43,13 +44,9 @@ def fusable(agent: GraphIsomorphismAgent, tokens: Tensor) -> bool:
         return False
     if not usable(tokens, SWITCH):
         return False
-    extension = load_extension(SWITCH)
-    assert extension is not None
-    lanes = extension.lanes()
-    return (
-        tokens.shape[-1] % lanes == 0
-        and all(mlp[0].out_features % lanes == 0 for mlp in mlps)
-        and agent.value_head[0].out_features == mlps[-1][0].out_features
+    # One hidden width for both heads.
+    return agent.value_head[0].out_features == mlps[-1][0].out_features and (
+        vector_multiples(SWITCH, tokens.shape[-1], mlps[0][0].out_features)
     )
 
 
@@ -77,10 +74,11 @@ def _parameters(agent: GraphIsomorphismAgent) -> list[Tensor]:
 
 
 def _forward(
-    extension, tokens: Tensor, node_mask: Tensor, parameters: list[Tensor], keep: bool
+    tokens: Tensor, node_mask: Tensor, parameters: list[Tensor], keep: bool
 ) -> list[Tensor]:
+    """The kernel's logits, decision, value and, with ``keep``, hidden activations."""
     wn, bn, w1v, b1v, w2v, b2v, w1d, b1d, w2d, b2d = parameters
-    return extension.heads_forward(
+    return loaded(SWITCH).heads_forward(
         tokens.contiguous(), node_mask.contiguous(), wn.reshape(-1), bn,
         w1v.t().contiguous(), b1v, w2v.reshape(-1), b2v,
         w1d.t().contiguous() if w1d.numel() else w1d, b1d, w2d, b2d, keep,
@@ -92,15 +90,13 @@ class _FusedHeads(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx, tokens: Tensor, node_mask: Tensor, *parameters: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        extension = load_extension(SWITCH)
-        assert extension is not None
         tokens, node_mask = tokens.contiguous(), node_mask.contiguous()
         logits, decision, value, hid_v, hid_d = _forward(
-            extension, tokens, node_mask, list(parameters), keep=True
+            tokens, node_mask, list(parameters), keep=True
         )
         wn, _, w1v, _, w2v, _, w1d, _, w2d, _ = parameters
         ctx.save_for_backward(tokens, node_mask, wn, w1v, w2v, hid_v, w1d, w2d, hid_d)
-        ctx.extension = extension  # even if switched off before the backward
+        ctx.extension = loaded(SWITCH)  # even if switched off before the backward
         return logits, decision, value
 
     @staticmethod
@@ -137,9 +133,7 @@ def fused_heads(
     if torch.is_grad_enabled() and any(t.requires_grad for t in (tokens, *parameters)):
         logits, decision, value = _FusedHeads.apply(tokens, node_mask, *parameters)
     else:  # acting, evaluation: no autograd node
-        extension = load_extension(SWITCH)
-        assert extension is not None
         logits, decision, value, _, _ = _forward(
-            extension, tokens, node_mask, parameters, keep=False
+            tokens, node_mask, parameters, keep=False
         )
     return logits, decision if agent.decision_head is not None else None, value

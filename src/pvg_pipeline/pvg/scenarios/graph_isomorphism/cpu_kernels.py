@@ -85,6 +85,21 @@ def load_extension(switch: str | None = None) -> ModuleType | None:
         return _state["module"]
 
 
+def loaded(switch: str) -> ModuleType:
+    """The compiled kernels, for a caller that has checked that its kernel applies
+    (its module's ``fusable``)."""
+    extension = load_extension(switch)
+    assert extension is not None, f"check fusable() first: {switch} kernel is off"
+    return extension
+
+
+def vector_multiples(switch: str, *sizes: int) -> bool:
+    """Whether every size is a multiple of the kernels' vector width (their
+    layouts need it). Check :func:`usable` first."""
+    lanes = loaded(switch).lanes()
+    return all(size % lanes == 0 for size in sizes)
+
+
 def usable(tensor: torch.Tensor, switch: str) -> bool:
     """Whether a fused kernel may take ``tensor``: CPU float32, outside
     ``torch.compile``, built and not switched off by ``switch``."""

@@ -25,6 +25,8 @@
 namespace pvg_tokens {
 namespace {
 
+using pvg_transformer::weights;  // shape-checked data pointers
+
 constexpr int64_t kChunk = 32;  // batch rows per chunk of the backward pass
 
 // The eval-mode batch norm y = (s - mean) rstd gamma + beta, or none (gamma null).
@@ -37,17 +39,17 @@ struct PoolNorm {
            const torch::Tensor& running_mean, const torch::Tensor& running_var,
            double eps, int64_t D) {
     if (weight.numel() == 0) return;
-    for (const auto* t : {&weight, &bias, &running_mean, &running_var}) {
-      pvg_gin::check(*t, "batch norm tensor", 1);
-      TORCH_CHECK(t->size(0) == D, "batch norm tensors must have d_gnn entries");
-    }
-    gamma = weight.data_ptr<float>();
-    beta = bias.data_ptr<float>();
-    mean = running_mean.data_ptr<float>();
-    const float* var = running_var.data_ptr<float>();
+    gamma = weights(weight, "batch norm weight", D, 0);
+    beta = weights(bias, "batch norm bias", D, 0);
+    mean = weights(running_mean, "batch norm running mean", D, 0);
+    const float* var = weights(running_var, "batch norm running var", D, 0);
     rstd.resize(D);
     for (int64_t d = 0; d < D; ++d)
       rstd[d] = 1.f / std::sqrt(var[d] + static_cast<float>(eps));
+  }
+  // The pooled token's input for feature d from its node sum s.
+  float operator()(float s, int64_t d) const {
+    return gamma ? (s - mean[d]) * rstd[d] * gamma[d] + beta[d] : s;
   }
 };
 
@@ -55,20 +57,14 @@ struct PoolNorm {
 // pooled_0 - pooled_1 (D), from its h (2, N, D).
 void pool_row(const float* hb, int64_t N, int64_t D, const PoolNorm& norm, float* sums,
               float* pair, float* sign) {
-  std::vector<float> pooled(2 * D);
   std::fill(sums, sums + 2 * D, 0.f);
   for (int64_t g = 0; g < 2; ++g)
     for (int64_t i = 0; i < N; ++i)  // node by node: contiguous, vectorised
       for (int64_t d = 0; d < D; ++d) sums[g * D + d] += hb[(g * N + i) * D + d];
-  for (int64_t k = 0; k < 2 * D; ++k) {
-    const int64_t d = k % D;
-    pooled[k] = norm.gamma ? (sums[k] - norm.mean[d]) * norm.rstd[d] * norm.gamma[d] +
-                                 norm.beta[d]
-                           : sums[k];
-  }
   for (int64_t d = 0; d < D; ++d) {
-    const float difference = pooled[d] - pooled[D + d];
-    pair[d] = (pooled[d] + pooled[D + d]) / 2.f;
+    const float first = norm(sums[d], d), second = norm(sums[D + d], d);
+    const float difference = first - second;
+    pair[d] = (first + second) / 2.f;
     pair[D + d] = std::abs(difference) / 2.f;
     sign[d] = difference > 0.f ? 1.f : (difference < 0.f ? -1.f : 0.f);
   }
@@ -103,22 +99,14 @@ torch::Tensor tokens_forward(const torch::Tensor& h, const torch::Tensor& rounds
   const int64_t M = wn_t.size(1);
   check_inputs(h, rounds, embedding, M);
   const int64_t B = h.size(0), N = h.size(2), D = h.size(3), L = 2 + 2 * N;
-  for (const auto* w : {&wp_t, &wn_t}) {
-    pvg_gin::check(*w, "token weight", 2);
-    TORCH_CHECK(w->size(0) == D && w->size(1) == M, "token weights must be (d_gnn, M)");
-  }
-  for (const auto* b : {&bp, &bn}) {
-    pvg_gin::check(*b, "token bias", 1);
-    TORCH_CHECK(b->size(0) == M, "token biases must have M entries");
-  }
+  const float* wp = weights(wp_t, "pool_in weight_t", D, M);
+  const float* wn = weights(wn_t, "node_in weight_t", D, M);
+  const float* bpp = weights(bp, "pool_in bias", M, 0);
+  const float* bnp = weights(bn, "node_in bias", M, 0);
   const PoolNorm norm(norm_weight, norm_bias, running_mean, running_var, norm_eps, D);
   auto tokens = torch::empty({B, L, M}, h.options());
   const float* hp = h.data_ptr<float>();
   const int64_t* r = rounds.data_ptr<int64_t>();
-  const float* wp = wp_t.data_ptr<float>();
-  const float* wn = wn_t.data_ptr<float>();
-  const float* bpp = bp.data_ptr<float>();
-  const float* bnp = bn.data_ptr<float>();
   const float* e = embedding.data_ptr<float>();
   float* out = tokens.data_ptr<float>();
   at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
@@ -150,11 +138,10 @@ std::vector<torch::Tensor> tokens_backward(
   const int64_t B = h.size(0), N = h.size(2), D = h.size(3), L = 2 + 2 * N;
   const int64_t R = embedding.size(0);
   pvg_gin::check(grad, "grad_tokens", 3);
-  pvg_gin::check(wp, "wp", 2);
-  pvg_gin::check(wn, "wn", 2);
-  TORCH_CHECK(grad.size(0) == B && grad.size(1) == L && grad.size(2) == M &&
-                  wp.size(0) == M && wp.size(1) == D && wn.size(1) == D,
-              "the token gradient and weights do not fit h");
+  TORCH_CHECK(grad.size(0) == B && grad.size(1) == L && grad.size(2) == M,
+              "the token gradient does not fit h");
+  const float* wpp = weights(wp, "pool_in weight", M, D);
+  const float* wnp = weights(wn, "node_in weight", M, D);
   const PoolNorm norm(norm_weight, norm_bias, running_mean, running_var, norm_eps, D);
   const int64_t chunks = (B + kChunk - 1) / kChunk;
   // Per chunk: dWp (M, D) | dbp (M) | dE (R, M) | dWn (M, D) | dbn (M) | dgamma (D)
@@ -166,8 +153,6 @@ std::vector<torch::Tensor> tokens_backward(
   const float* go = grad.data_ptr<float>();
   const float* hp = h.data_ptr<float>();
   const int64_t* r = rounds.data_ptr<int64_t>();
-  const float* wpp = wp.data_ptr<float>();
-  const float* wnp = wn.data_ptr<float>();
   float* part = partial.data_ptr<float>();
   float* gh = grad_h.data_ptr<float>();
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {

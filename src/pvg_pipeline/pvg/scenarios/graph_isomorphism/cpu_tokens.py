@@ -22,8 +22,9 @@ from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
-    load_extension,
+    loaded,
     usable,
+    vector_multiples,
 )
 
 if TYPE_CHECKING:
@@ -45,10 +46,7 @@ def fusable(body: AgentBody, h: Tensor) -> bool:
     embedding = body.round_embedding
     if embedding.max_norm is not None or not usable(h, SWITCH):
         return False
-    extension = load_extension(SWITCH)
-    assert extension is not None
-    lanes = extension.lanes()
-    return h.shape[-1] % lanes == 0 and body.node_in.out_features % lanes == 0
+    return vector_multiples(SWITCH, h.shape[-1], body.node_in.out_features)
 
 
 def _norm_tensors(body: AgentBody) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
@@ -57,6 +55,18 @@ def _norm_tensors(body: AgentBody) -> tuple[Tensor, Tensor, Tensor, Tensor, floa
         assert norm.running_mean is not None and norm.running_var is not None
         return norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps
     return _NONE, _NONE, _NONE, _NONE, 0.0
+
+
+def _forward(
+    h: Tensor, rounds: Tensor, parameters: tuple[Tensor, ...], eps: float
+) -> Tensor:
+    """The kernel's tokens; ``parameters``: pool_in's weight and bias, the round
+    embedding, node_in's weight and bias, and the batch norm's four tensors."""
+    wp, bp, embedding, wn, bn, *norm = parameters
+    return loaded(SWITCH).tokens_forward(
+        h.contiguous(), rounds.contiguous(), wp.t().contiguous(), bp, embedding,
+        wn.t().contiguous(), bn, *norm, eps,
+    )  # fmt: skip
 
 
 class _FusedTokens(torch.autograd.Function):
@@ -76,17 +86,12 @@ class _FusedTokens(torch.autograd.Function):
         running_var: Tensor,
         eps: float,
     ) -> Tensor:
-        extension = load_extension(SWITCH)
-        assert extension is not None
         h, rounds = h.contiguous(), rounds.contiguous()
         norm = (norm_weight, norm_bias, running_mean, running_var)
-        tokens = extension.tokens_forward(
-            h, rounds, wp.t().contiguous(), bp, embedding, wn.t().contiguous(), bn,
-            *norm, eps,
-        )  # fmt: skip
+        tokens = _forward(h, rounds, (wp, bp, embedding, wn, bn, *norm), eps)
         ctx.save_for_backward(h, rounds, wp, embedding, wn, *norm)
         ctx.eps = eps
-        ctx.extension = extension  # even if switched off before the backward
+        ctx.extension = loaded(SWITCH)  # even if switched off before the backward
         return tokens
 
     @staticmethod
@@ -126,11 +131,4 @@ def fused_tokens(
         t.requires_grad for t in (h, *parameters, weight, bias)
     ):
         return _FusedTokens.apply(h, round_number, *parameters, *norm, eps)
-    # Acting, evaluation: no autograd node.
-    extension = load_extension(SWITCH)
-    assert extension is not None
-    wp, bp, embedding, wn, bn = parameters
-    return extension.tokens_forward(
-        h.contiguous(), round_number.contiguous(), wp.t().contiguous(), bp,
-        embedding, wn.t().contiguous(), bn, *norm, eps,
-    )  # fmt: skip
+    return _forward(h, round_number, (*parameters, *norm), eps)  # no autograd node

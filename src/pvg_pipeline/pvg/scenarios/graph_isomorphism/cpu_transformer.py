@@ -31,8 +31,9 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     AttentionMask,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
-    load_extension,
+    loaded,
     usable,
+    vector_multiples,
 )
 
 if TYPE_CHECKING:
@@ -57,11 +58,7 @@ def blocks_fusable(layer: CrossGraphAttentionLayer, tokens: Tensor) -> bool:
     compute the layer's two halves."""
     if not isinstance(layer.mlp[1], nn.ReLU) or not usable(tokens, SWITCH):
         return False
-    extension = load_extension(SWITCH)
-    assert extension is not None
-    lanes = extension.lanes()
-    d_model, d_mlp = layer.mlp[0].in_features, layer.mlp[0].out_features
-    return d_model % lanes == 0 and d_mlp % lanes == 0
+    return vector_multiples(SWITCH, layer.mlp[0].in_features, layer.mlp[0].out_features)
 
 
 def fused_layer(
@@ -71,8 +68,7 @@ def fused_layer(
 ) -> Float[Tensor, "batch token d_model"]:
     """``layer(tokens, mask)`` in one kernel, without autograd. Check
     :func:`fusable` first."""
-    extension = load_extension(SWITCH)
-    assert extension is not None, "check fusable() before calling fused_layer"
+    extension = loaded(SWITCH)
     first, second = layer.mlp[0], layer.mlp[2]
     # The extension records no autograd graph (nothing here requires gradients).
     return extension.transformer_forward(
@@ -110,8 +106,7 @@ class _FusedFeedForward(torch.autograd.Function):
         beta: Tensor,
         eps: float,
     ) -> Tensor:
-        extension = load_extension(SWITCH)
-        assert extension is not None
+        extension = loaded(SWITCH)
         rows = tokens.reshape(-1, tokens.shape[-1]).contiguous()
         out, hidden, normalized, rstd = extension.feed_forward_forward(
             rows, w1.t().contiguous(), b1, w2.t().contiguous(), b2, gamma, beta, eps
@@ -169,8 +164,7 @@ class _FusedAttentionBlock(torch.autograd.Function):
         scale: float,
         eps: float,
     ) -> Tensor:
-        extension = load_extension(SWITCH)
-        assert extension is not None
+        extension = loaded(SWITCH)
         tokens = tokens.contiguous()
         out, *kept = extension.attention_block_forward(
             tokens,
@@ -220,8 +214,7 @@ def fused_attention_block(
     """``layer.norm_attention(tokens + layer.out(attention))`` with its gradients,
     the attention on ``layer.qkv(tokens)`` as ``mask`` allows. Check
     :func:`blocks_fusable` first."""
-    extension = load_extension(SWITCH)
-    assert extension is not None, "check blocks_fusable() first"
+    extension = loaded(SWITCH)
     norm = layer.norm_attention
     return _FusedAttentionBlock.apply(
         tokens,
