@@ -11,7 +11,9 @@ On one collection of the bundle's configuration it compares, on the GPU:
   plain update (mean losses; the parameter gap is printed only: over 80 Adam
   steps rounding differences grow chaotically, 0.34 for the prover between the
   plain path on 1 and 2 CPU threads);
-- the captured acting step with an eager re-scoring of the same actions.
+- the captured acting step with an eager re-scoring of the same actions;
+- one iteration with each agent's captured steps on its own CUDA stream (the
+  default) against the same steps one agent after the other: bit for bit.
 
 Prints one PASS/FAIL line per check and exits non-zero on a failure.
 """
@@ -146,7 +148,35 @@ def main() -> None:
                 # Over 80 Adam steps rounding grows chaotically (the plain path
                 # against itself with 1 vs 2 CPU threads: 0.34 for the prover).
                 print(f"INFO {label}: parameter update gap ({name}) {gap:.2e}")
+    if not args.one_step_only and device.type == "cuda":
+        gap = _streams_gap(agents, experience, advantages, returns, config)
+        check("agents on their own streams = one after the other", gap == 0, f"{gap}")
     sys.exit(1 if failures else 0)
+
+
+def _streams_gap(agents, experience, advantages, returns, config) -> float:
+    """Largest parameter difference between an iteration with the agents'
+    updates on two streams at once and one with them one after the other."""
+    finals = []
+    for concurrent in (True, False):
+        copies = copy.deepcopy(agents)
+        updaters = ppo.make_updaters(copies, copies, config)
+        for iteration in range(2):  # the first captures, the second replays
+            ppo.update_agents_fixed_shape(
+                updaters,
+                experience,
+                advantages,
+                returns,
+                config,
+                torch.Generator().manual_seed(iteration),
+                concurrent=concurrent,
+            )
+        finals.append(
+            {n: u.flat.parameter.detach().clone() for n, u in updaters.items()}
+        )
+        for updater in updaters.values():
+            updater.release()
+    return max(float((finals[0][n] - finals[1][n]).abs().max()) for n in finals[0])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 7's GPU check, as one command on the lent GPU machine (see
 # docs/performance.md). Expects wheels of tensordict, torchrl and their missing
-# dependencies in .whl/ and a bundle written by
-#   .venv/bin/python benchmarks/make_bundle.py --env gi_ppo --output .gpu/bundle.pt
+# dependencies in .whl/ and a bundle in .gpu/, both written here, without the
+# device, by
+#   bash benchmarks/gpu_prepare.sh
 # Results go to $OUT (or ./gpu-results).
 #   bash benchmarks/gpu_run.sh           CUDA graphs vs eager, 4.5 min of training (~6 min)
 #   bash benchmarks/gpu_run.sh compile   the captured step with a compiled loss (~3 min)
@@ -26,8 +27,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, tensordict, torchrl; print('torch', torch.__version__, \
 'tensordict', tensordict.__version__, 'torchrl', torchrl.__version__)" || exit 1
 timeout 90 python3 gpu_check.py --bundle "$BUNDLE" --device cuda 2>&1 | tee "$OUT/gpu_check.log"
-timeout 60 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
-  --output "$OUT/ppo_cuda_graphs.json"
+timeout 75 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
+  --alternate PVG_CUDA_STREAMS --output "$OUT/ppo_cuda_graphs.json"
 timeout 45 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 2 \
   --no-cuda-graphs --output "$OUT/ppo_cuda_eager.json"
 timeout 320 python3 train_throughput.py --bundle "$BUNDLE" --device cuda --minutes 4.5 \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import replace
 
@@ -14,9 +15,13 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
-from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers import fast_update, ppo
 from pvg_pipeline.pvg.trainers.rollouts import collect
-from pvg_pipeline.pvg.trainers.update_step import FlatParameters, flattenable
+from pvg_pipeline.pvg.trainers.update_step import (
+    AgentUpdater,
+    FlatParameters,
+    flattenable,
+)
 from tests.pvg.trainers.test_training import SMALL, _easy_pairs
 
 CONFIG = ppo.PPOConfig(num_envs=24, steps_per_iteration=6, epochs=3, minibatch_size=16)
@@ -186,3 +191,120 @@ def test_concurrent_agent_updates_are_reproducible_and_match(collection):
         step = _flat(sequential[name]) - _flat(start[name])
         gap = (_flat(first[name]) - _flat(sequential[name])).norm() / step.norm()
         assert gap < 1e-2
+
+
+def _on(device, collection):
+    agents, experience, advantages, returns = collection
+    agents = {n: copy.deepcopy(a).to(device) for n, a in agents.items()}
+    experience = replace(
+        experience,
+        data=experience.data.to(device),
+        reward=experience.reward.to(device),
+        done=experience.done.to(device),
+        final_observation=experience.final_observation.to(device),
+    )
+    return agents, experience, advantages.to(device), returns.to(device)
+
+
+@pytest.mark.gpu
+def test_agents_on_their_own_cuda_streams_match_one_after_the_other(collection):
+    """Two captured updates replayed on two streams at once give the same
+    parameters, bit for bit, as replaying them one after the other (each graph
+    has its own cuBLAS workspace and memory pool; the waits order the buffers)."""
+    on_gpu = _on(torch.device("cuda"), collection)
+    config = replace(CONFIG, cuda_graphs=True)
+    results = {}
+    for concurrent in (True, False):
+        agents = {n: copy.deepcopy(a) for n, a in on_gpu[0].items()}
+        updaters = ppo.make_updaters(agents, agents, config)
+        assert all(u.graphed and u.stream is not None for u in updaters.values())
+        losses = [
+            ppo.update_agents_fixed_shape(
+                updaters,
+                *on_gpu[1:],
+                config,
+                torch.Generator().manual_seed(iteration),
+                concurrent=concurrent,
+            )
+            for iteration in range(3)  # the first captures, the others replay
+        ]
+        for updater in updaters.values():
+            updater.release()
+        results[concurrent] = losses, {n: _flat(a).cpu() for n, a in agents.items()}
+    assert results[True][0] == results[False][0]
+    for name, parameters in results[True][1].items():
+        assert torch.equal(parameters, results[False][1][name])
+
+
+class _RecordingStream:
+    """Stands in for a CUDA stream on the CPU: records waits and what ran on it."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def wait_stream(self, other):
+        self.log.append(("wait", self.name, other.name))
+
+
+def test_each_agent_is_queued_on_its_own_stream_between_two_waits(
+    collection, monkeypatch
+):
+    """The stream orchestration, on the CPU: every agent's stream waits for the
+    main stream (the static buffers are loaded there) before its steps are queued
+    on it, and the main stream waits for every agent's stream before the losses
+    are read."""
+    log: list[tuple[str, ...]] = []
+    main = _RecordingStream("main", log)
+    current = [main]
+
+    @contextlib.contextmanager
+    def on_stream(stream):
+        current.append(stream)
+        yield
+        current.pop()
+
+    monkeypatch.setattr(fast_update.torch.cuda, "current_stream", lambda: current[-1])
+    monkeypatch.setattr(fast_update.torch.cuda, "stream", on_stream)
+    run = AgentUpdater.run
+
+    def recorded_run(self, *args):
+        log.append(("run", current[-1].name, str(self.index)))
+        return run(self, *args)
+
+    def recorded_mean_losses(self, steps):
+        log.append(("read", current[-1].name, str(self.index)))
+        return mean_losses(self, steps)
+
+    mean_losses = AgentUpdater.mean_losses
+    monkeypatch.setattr(AgentUpdater, "run", recorded_run)
+    monkeypatch.setattr(AgentUpdater, "mean_losses", recorded_mean_losses)
+    agents, experience, advantages, returns = collection
+    agents = copy.deepcopy(agents)
+    updaters = ppo.make_updaters(agents, agents, CONFIG)
+    for name, updater in updaters.items():
+        updater.stream = _RecordingStream(name, log)
+    losses = ppo.update_agents_fixed_shape(
+        updaters, experience, advantages, returns, CONFIG, torch.Generator()
+    )
+    prover, verifier = updaters
+    assert log == [
+        ("wait", prover, "main"),
+        ("run", prover, "0"),
+        ("wait", verifier, "main"),
+        ("run", verifier, "1"),
+        ("wait", "main", prover),
+        ("wait", "main", verifier),
+        ("read", "main", "0"),
+        ("read", "main", "1"),
+    ]
+    assert set(losses) == {prover, verifier}
+    assert all(
+        torch.isfinite(torch.tensor(list(v.values()))).all() for v in losses.values()
+    )
+    monkeypatch.setenv("PVG_CUDA_STREAMS", "0")
+    log.clear()
+    ppo.update_agents_fixed_shape(
+        updaters, experience, advantages, returns, CONFIG, torch.Generator()
+    )
+    assert [entry[0] for entry in log] == ["run", "read", "run", "read"]
+    assert all(entry[1] == "main" for entry in log)

@@ -1,12 +1,14 @@
-"""The trainer's fast PPO update: fixed-shape steps per agent, concurrent on CPU.
+"""The trainer's fast PPO update: fixed-shape steps per agent, run concurrently.
 
 :class:`~pvg_pipeline.pvg.trainers.update_step.AgentUpdater` runs one agent's
 steps; this module plans the minibatches (the plain path's permutations) and runs
-the agents' updates one after the other (CUDA graphs) or side by side (CPU).
+the agents' updates side by side: one thread each on a CPU, one CUDA stream each
+for captured steps on a GPU (``PVG_CUDA_STREAMS=0``: one after the other).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -86,12 +88,15 @@ def update_agents_fixed_shape(
     Parameters
     ----------
     concurrent
-        Update the agents at the same time, one thread each with one intra-op
-        thread. At these sizes a CPU operation gains little from a second thread
-        (~10 %), so two agents side by side use the cores far better (~40 % less
-        time for ``pvg`` on 2 cores). ``None``: on CPU with several agents and
-        threads. Each agent's result depends only on its own thread count, so it
-        is reproducible run to run.
+        Update the agents at the same time. On a CPU: one thread each with one
+        intra-op thread. At these sizes a CPU operation gains little from a second
+        thread (~10 %), so two agents side by side use the cores far better (~40 %
+        less time for ``pvg`` on 2 cores); each agent's result depends only on its
+        own thread count, so it is reproducible run to run. On a GPU: each agent's
+        captured steps replay on its own stream, so the small kernels of the two
+        graphs share the device; the kernels are the same, so are the results.
+        ``None``: with several agents, on a CPU with several threads, on a GPU
+        unless ``PVG_CUDA_STREAMS=0``.
     """
     data = experience.data.reshape(-1)
     plans = {}
@@ -104,17 +109,21 @@ def update_agents_fixed_shape(
         plans[name] = minibatch_plan(
             data["active"][:, index], config.epochs, updater.minibatch_size, shuffle
         )
+    on_streams = all(u.stream is not None for u in updaters.values())
     if concurrent is None:
-        concurrent = (
-            len(updaters) > 1
-            and torch.get_num_threads() > 1
-            and all(u.flat.parameter.device.type == "cpu" for u in updaters.values())
+        on_cpu = all(u.flat.parameter.device.type == "cpu" for u in updaters.values())
+        concurrent = len(updaters) > 1 and (
+            os.environ.get("PVG_CUDA_STREAMS", "1") != "0"
+            if on_streams
+            else on_cpu and torch.get_num_threads() > 1
         )
     if not concurrent:
         return {
             name: updater.mean_losses(updater.run(*plans[name]))
             for name, updater in updaters.items()
         }
+    if on_streams:
+        return _update_on_streams(updaters, plans)
     threads = torch.get_num_threads()
 
     def update(name: str) -> dict[str, float]:
@@ -127,3 +136,22 @@ def update_agents_fixed_shape(
             return dict(zip(updaters, pool.map(update, updaters), strict=True))
     finally:
         torch.set_num_threads(threads)
+
+
+def _update_on_streams(
+    updaters: Mapping[str, AgentUpdater], plans: dict[str, tuple[Tensor, list[int]]]
+) -> dict[str, dict[str, float]]:
+    """Replay each agent's steps on its own CUDA stream (queued without waiting:
+    a replay takes the host microseconds, the device about a millisecond)."""
+    main = torch.cuda.current_stream()
+    steps = {}
+    for name, updater in updaters.items():
+        assert updater.stream is not None
+        updater.stream.wait_stream(main)  # after load() wrote the static buffers
+        with torch.cuda.stream(updater.stream):
+            steps[name] = updater.run(*plans[name])
+    for updater in updaters.values():
+        assert updater.stream is not None
+        # The losses are read, and the next collection acts, on the main stream.
+        main.wait_stream(updater.stream)
+    return {name: updaters[name].mean_losses(steps[name]) for name in updaters}

@@ -155,6 +155,11 @@ class AgentUpdater:
         self.compile_loss = compile_loss
         self._loss: Callable[..., tuple[Tensor, Tensor]] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
+        # The agent's own stream: its graph is captured and replayed there, so
+        # two agents' steps can run at the same time. Capturing on distinct
+        # streams also gives each graph its own cuBLAS workspace (PyTorch keys
+        # it by stream), which concurrent replays must not share.
+        self.stream = torch.cuda.Stream(device) if self.graphed else None
 
     # -- per iteration ------------------------------------------------------------
 
@@ -307,7 +312,7 @@ class AgentUpdater:
             torch.cuda.current_stream().wait_stream(stream)
             self._restore(saved)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=self.stream):
                 self._step(self._rows, self._weight)
             self._graph = graph
         except RuntimeError as error:
