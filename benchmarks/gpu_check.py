@@ -13,7 +13,8 @@ On one collection of the bundle's configuration it compares, on the GPU:
   plain path on 1 and 2 CPU threads);
 - the captured acting step with an eager re-scoring of the same actions;
 - one iteration with each agent's captured steps on its own CUDA stream (the
-  default) against the same steps one agent after the other: bit for bit.
+  default) against the same steps one agent after the other: bit for bit;
+- the captured advantages (final values and GAE) with the eager ones.
 
 Prints one PASS/FAIL line per check and exits non-zero on a failure.
 """
@@ -81,6 +82,15 @@ def main() -> None:
     check(
         "captured acting step", worst < 1e-4, f"max |log-prob difference| {worst:.2e}"
     )
+    estimate = ppo.advantage_estimator(agents, config, device)
+    with torch.no_grad():
+        for attempt in ("captured", "replayed"):
+            values = estimate(experience)
+            gap = max(
+                float((value - eager).abs().max() / eager.abs().max().clamp_min(1e-6))
+                for value, eager in zip(values, (advantages, returns), strict=True)
+            )
+            check(f"{attempt} advantages", gap < 1e-5, f"relative gap {gap:.2e}")
     eager = MultiAgentPolicy(agents, protocol)
     with torch.no_grad():
         eager_experience = collect(env, eager, 2)

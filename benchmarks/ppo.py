@@ -63,6 +63,7 @@ def main() -> None:
         setup.pairs, protocol, setup.rewards, config.num_envs, 0, device
     )
     policy = ppo.acting_policy(agents, protocol, config, device)
+    estimate_advantages = ppo.advantage_estimator(agents, config, device)
     updaters = {} if args.plain else ppo.make_updaters(agents, agents, config)
     optimizers = {
         n: torch.optim.Adam(a.parameters(), lr=config.learning_rate)
@@ -81,7 +82,7 @@ def main() -> None:
             experience = collect(env, policy, config.steps_per_iteration)
             times["collect"] = _now(device) - start
             start = _now(device)
-            advantages, returns = ppo.compute_advantages(experience, agents, config)
+            advantages, returns = estimate_advantages(experience)
             times["advantages"] = _now(device) - start
         start = _now(device)
         if updaters:

@@ -1,0 +1,98 @@
+"""Calls replayed from CUDA graphs (acting, advantages) compute the eager results."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pvg_pipeline.pvg.protocols import Rewards, build_protocol
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
+    GraphIsomorphismEnv,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
+from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers.captured import CapturedCall
+from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
+from pvg_pipeline.pvg.trainers.rollouts import collect
+from tests.pvg.trainers.test_training import TINY
+
+CONFIG = ppo.PPOConfig(num_envs=12, steps_per_iteration=5, cuda_graphs=True)
+
+
+def _game(small_pairs, device):
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    torch.manual_seed(0)
+    agents = build_agents(protocol, TINY, TINY, 9)
+    for agent in agents.values():
+        agent.to(device).eval()
+    env = GraphIsomorphismEnv(
+        small_pairs, protocol, Rewards(), CONFIG.num_envs, seed=3, device=device
+    )
+    return protocol, agents, env
+
+
+def test_graphed_policy_acts_like_its_policy_where_nothing_is_captured(small_pairs):
+    """On the CPU the wrapper runs its policy eagerly: same transitions, so the
+    plumbing of observation and action keys is the policy's own."""
+    protocol, agents, env = _game(small_pairs, torch.device("cpu"))
+    policy = MultiAgentPolicy(agents, protocol, only_active=False)
+    collections = []
+    for acting in (GraphedPolicy(policy), policy):
+        env.set_seed(3)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            collections.append(collect(env, acting, CONFIG.steps_per_iteration))
+    graphed, plain = collections
+    for key in ("node", "decision", "log_prob", "value", "message_history"):
+        torch.testing.assert_close(graphed.data[key], plain.data[key], msg=key)
+    torch.testing.assert_close(graphed.reward, plain.reward)
+    assert graphed.done.any()
+    with pytest.raises(ValueError, match="only_active=False"):
+        GraphedPolicy(MultiAgentPolicy(agents, protocol))
+
+
+def test_advantage_estimator_on_the_cpu_is_compute_advantages(small_pairs):
+    protocol, agents, env = _game(small_pairs, torch.device("cpu"))
+    with torch.no_grad():
+        experience = collect(env, MultiAgentPolicy(agents, protocol), 5)
+        expected = ppo.compute_advantages(experience, agents, CONFIG)
+        estimate = ppo.advantage_estimator(agents, CONFIG, torch.device("cpu"))
+        for value, reference in zip(estimate(experience), expected, strict=True):
+            assert torch.equal(value, reference)
+    assert expected[0].abs().sum() > 0
+
+
+def test_a_captured_call_on_cpu_tensors_stays_eager():
+    call = CapturedCall(lambda x, y: (x + y, x * y), "a sum")
+    assert call(torch.ones(3), torch.full((3,), 2.0))[1].tolist() == [2.0] * 3
+    assert not call.graphed
+
+
+@pytest.mark.gpu
+def test_a_captured_call_replays_on_new_inputs():
+    call = CapturedCall(lambda x: (x.exp().cumsum(0),), "a cumulative sum")
+    first = torch.arange(4.0, device="cuda")
+    second = torch.linspace(-1, 1, 4, device="cuda")
+    out_first = call(first)[0]
+    assert call.graphed
+    out_second = call(second)[0]
+    torch.testing.assert_close(out_first, first.exp().cumsum(0))
+    torch.testing.assert_close(out_second, second.exp().cumsum(0))  # not stale
+
+
+@pytest.mark.gpu
+def test_captured_advantages_match_the_eager_ones(small_pairs):
+    device = torch.device("cuda")
+    protocol, agents, env = _game(small_pairs, device)
+    estimate = ppo.advantage_estimator(agents, CONFIG, device)
+    with torch.no_grad():
+        for _ in range(3):  # the first call captures, the others replay
+            experience = collect(env, MultiAgentPolicy(agents, protocol), 5)
+            expected = ppo.compute_advantages(experience, agents, CONFIG)
+            for value, reference in zip(estimate(experience), expected, strict=True):
+                torch.testing.assert_close(value, reference, rtol=1e-5, atol=1e-6)
+    eager = ppo.advantage_estimator(agents, replace(CONFIG, cuda_graphs=False), device)
+    assert eager(experience)[0].shape == expected[0].shape
