@@ -26,7 +26,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, tensordict, torchrl; print('torch', torch.__version__, \
 'tensordict', tensordict.__version__, 'torchrl', torchrl.__version__)" || exit 1
-timeout 90 python3 gpu_check.py --bundle "$BUNDLE" --device cuda 2>&1 | tee "$OUT/gpu_check.log"
+timeout 120 python3 gpu_check.py --bundle "$BUNDLE" --device cuda 2>&1 | tee "$OUT/gpu_check.log"
 timeout 75 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
   --alternate PVG_CUDA_STREAMS --output "$OUT/ppo_cuda_graphs.json"
 timeout 45 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 2 \

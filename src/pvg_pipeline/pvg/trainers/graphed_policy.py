@@ -48,7 +48,6 @@ class GraphedPolicy:
         inputs = TensorDict(
             dict(zip(OBSERVATION_KEYS, observation, strict=True)),
             batch_size=observation[0].shape[:1],
-            device=observation[0].device,
         )
         acted = self.policy(inputs)
         return tuple(acted[key] for key in ACTION_KEYS)
