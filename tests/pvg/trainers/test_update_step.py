@@ -308,3 +308,30 @@ def test_each_agent_is_queued_on_its_own_stream_between_two_waits(
     )
     assert [entry[0] for entry in log] == ["run", "read", "run", "read"]
     assert all(entry[1] == "main" for entry in log)
+
+
+def test_the_fused_cpu_adam_step_is_torch_adam(collection):
+    """Three steps of the updater's fused Adam give torch's Adam's parameters and
+    state (to rounding), and its state is one that torch's Adam can go on from."""
+    agents = copy.deepcopy(collection[0])
+    updaters = ppo.make_updaters(agents, agents, CONFIG)
+    updater = next(iter(updaters.values()))
+    parameter = updater.flat.parameter
+    reference = torch.nn.Parameter(parameter.detach().clone())
+    adam = torch.optim.Adam([reference], lr=CONFIG.learning_rate)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        gradient = torch.randn(parameter.shape, generator=generator)
+        parameter.grad.copy_(gradient)
+        reference.grad = gradient.clone()
+        updater._adam_step()
+        adam.step()
+    torch.testing.assert_close(parameter.detach(), reference.detach())
+    state = updater.optimizer.state[parameter]
+    for key, value in adam.state[reference].items():
+        torch.testing.assert_close(state[key], value)
+    # torch's own step continues from the fused step's state.
+    before = parameter.detach().clone()
+    updater.optimizer.step()
+    assert not torch.equal(parameter.detach(), before)
+    assert float(state["step"]) == 4.0

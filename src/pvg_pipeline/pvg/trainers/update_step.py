@@ -33,6 +33,9 @@ from torch import Tensor, nn
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import action_log_prob
 
+# One fused Adam update on the CPU (an ATen operation since torch 2.4).
+_HAS_FUSED_ADAM = hasattr(torch, "_fused_adam_")
+
 LOSS_NAMES = ("policy_loss", "value_loss", "entropy", "decision_entropy")
 _INPUT_KEYS = tuple(k for k in OBSERVATION_KEYS if k != "active")
 
@@ -238,9 +241,45 @@ class AgentUpdater:
         # clip_grad_norm_ without a host sync: one norm over the flat gradient.
         scale = (self.weights.max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)
         grad.mul_(scale)
-        self.optimizer.step()
+        if self.graphed or not _HAS_FUSED_ADAM:
+            self.optimizer.step()
+        else:
+            self._adam_step()
         with torch.no_grad():
             self.totals += losses.detach()
+
+    def _adam_step(self) -> None:
+        """``self.optimizer.step()`` as one fused operation on the flat buffer.
+
+        On the CPU ``Adam.step`` is ~15 small operations behind ~100 us of Python;
+        right after a backward pass, with cold caches, that is ~0.4 ms of a 15 ms
+        step, against ~0.06 ms here. Same state (a checkpoint of the optimiser
+        does not change) and the same formula, to float rounding.
+        """
+        parameter = self.flat.parameter
+        state = self.optimizer.state[parameter]
+        if not state:  # as Adam initialises it
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(parameter)
+            state["exp_avg_sq"] = torch.zeros_like(parameter)
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        state["step"] += 1
+        torch._fused_adam_(
+            [parameter.data],
+            [parameter.grad],
+            [state["exp_avg"]],
+            [state["exp_avg_sq"]],
+            [],
+            [state["step"]],
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
 
     def _losses(
         self,
