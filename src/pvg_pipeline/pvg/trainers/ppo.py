@@ -39,8 +39,8 @@ from pvg_pipeline.pvg.trainers.fast_update import (
     update_agents_fixed_shape,
 )
 from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
+from pvg_pipeline.pvg.trainers.ppo_loss import LossWeights
 from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
-from pvg_pipeline.pvg.trainers.update_step import LossWeights
 
 __all__ = [
     "PPOConfig",

@@ -23,32 +23,25 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float, Int64
+from jaxtyping import Float, Int64
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_loss
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import action_log_prob
+from pvg_pipeline.pvg.trainers.ppo_loss import (
+    LOSS_KEYS,
+    LOSS_NAMES,
+    LossWeights,
+    ppo_loss,
+)
 
 # One fused Adam update on the CPU (an ATen operation since torch 2.4).
 _HAS_FUSED_ADAM = hasattr(torch, "_fused_adam_")
 
-LOSS_NAMES = ("policy_loss", "value_loss", "entropy", "decision_entropy")
 _INPUT_KEYS = tuple(k for k in OBSERVATION_KEYS if k != "active")
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """The PPO settings one gradient step needs."""
-
-    clip_epsilon: float
-    entropy_coefficient: float
-    value_coefficient: float
-    max_grad_norm: float
-    normalize_advantage: bool
 
 
 class FlatParameters:
@@ -95,12 +88,6 @@ def flattenable(agents: dict[str, nn.Module]) -> bool:
             return False
         seen |= ids
     return True
-
-
-def masked_mean(values: Tensor, valid: Bool[Tensor, "row"], count: Tensor) -> Tensor:
-    """Mean of ``values`` over the ``valid`` rows (``where``, not a product, so
-    that a non-finite value in a padding row cannot leak into the result)."""
-    return torch.where(valid, values, 0.0).sum() / count
 
 
 class AgentUpdater:
@@ -288,52 +275,22 @@ class AgentUpdater:
         weight: Float[Tensor, "row"] | None,
     ) -> tuple[Tensor, Float[Tensor, "4"]]:
         """The PPO loss of the minibatch ``rows`` and the four reported losses
-        (:data:`LOSS_NAMES`). ``weight``: 0 marks padding rows; ``None``: every
-        row is real (the plain path's formulas, with fewer operations)."""
+        (:data:`LOSS_NAMES`): :func:`ppo_loss`, or on the eager CPU path (every
+        row real, ``weight`` None) the fused kernel of
+        :mod:`~pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_loss`."""
         mb = {k: v.index_select(0, rows) for k, v in frames.items()}
         output = self.agent(*(mb[key] for key in _INPUT_KEYS[:4]))
-        log_prob, entropy, decision_entropy = action_log_prob(
-            output, mb["node"], mb["decision"], mb["decision_allowed"]
-        )
         w = self.weights
-        advantage = mb["advantage"]
-        if weight is None:
-            mean: Callable[[Tensor], Tensor] = Tensor.mean
-            if w.normalize_advantage and len(rows) > 1:
-                advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
-        else:
-            valid, count = weight > 0, weight.sum()
-
-            def mean(values: Tensor) -> Tensor:
-                return masked_mean(values, valid, count)
-
-            if w.normalize_advantage:
-                average = mean(advantage)
-                spread = torch.where(valid, (advantage - average).pow(2), 0.0).sum()
-                std = (spread / (count - 1).clamp_min(1.0)).sqrt()
-                advantage = torch.where(
-                    count > 1, (advantage - average) / (std + 1e-8), advantage
-                )
-        ratio = (log_prob - mb["old_log_prob"]).exp()
-        clipped = ratio.clamp(1 - w.clip_epsilon, 1 + w.clip_epsilon)
-        surrogate = torch.minimum(ratio * advantage, clipped * advantage)
-        policy_loss = -mean(surrogate)
-        value_loss = mean((output.value - mb["target"]).pow(2))
-        entropy_mean = mean(entropy)
-        loss = (
-            policy_loss
-            + w.value_coefficient * value_loss
-            - w.entropy_coefficient * entropy_mean
-        )
-        reported = torch.stack(
-            [
-                policy_loss,
-                value_loss,
-                entropy_mean,
-                mean(decision_entropy),
-            ]
-        )
-        return loss, reported
+        if weight is None and cpu_loss.fusable(output):
+            return cpu_loss.fused_ppo_loss(
+                output,
+                *(mb[key] for key in LOSS_KEYS),
+                w.clip_epsilon,
+                w.value_coefficient,
+                w.entropy_coefficient,
+                w.normalize_advantage,
+            )
+        return ppo_loss(output, mb, w, weight)
 
     def _capture(self) -> None:
         """Warm up on a side stream, undo the warm-up's effects, capture one step.

@@ -1,6 +1,6 @@
 // Python bindings of the fused CPU kernels (compiled after cpu_gin.cpp,
 // cpu_attention.cpp, cpu_transformer.cpp, cpu_transformer_training.cpp,
-// cpu_tokens.cpp and cpu_heads.cpp, in one translation unit). The kernels release the GIL: the agents' updates run side by
+// cpu_tokens.cpp, cpu_heads.cpp and cpu_loss.cpp, in one translation unit). The kernels release the GIL: the agents' updates run side by
 // side in Python threads.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto no_gil = py::call_guard<py::gil_scoped_release>();
@@ -32,4 +32,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "node, value and decision heads, forward", no_gil);
   m.def("heads_backward", &pvg_heads::heads_backward,
         "node, value and decision heads, backward", no_gil);
+  m.def("ppo_loss", &pvg_loss::ppo_loss,
+        "PPO loss of one minibatch and its gradients w.r.t. the heads' outputs",
+        no_gil);
 }

@@ -12,7 +12,8 @@ one pass each, in cache:
   :mod:`.cpu_transformer`;
 - the transformer's tokens from the GIN output (``cpu_tokens.cpp``,
   :mod:`.cpu_tokens`);
-- the node, value and decision heads (``cpu_heads.cpp``, :mod:`.cpu_heads`).
+- the node, value and decision heads (``cpu_heads.cpp``, :mod:`.cpu_heads`);
+- the PPO loss and its gradient (``cpu_loss.cpp``, :mod:`.cpu_loss`).
 
 ``cpu_kernels.cpp`` binds them. They are compiled together once per virtual
 environment with ``torch.utils.cpp_extension`` (``scripts/setup.sh`` does it at
@@ -23,7 +24,8 @@ When the build fails (no C++ compiler), one warning says so and the agents use
 plain PyTorch: same results to float rounding. Each kernel has an off switch,
 an environment variable set to ``0`` (``PVG_FUSED_CPU_ATTENTION``,
 ``PVG_FUSED_CPU_GIN``, ``PVG_FUSED_CPU_TRANSFORMER``, ``PVG_FUSED_CPU_TOKENS``,
-``PVG_FUSED_CPU_HEADS``); ``PVG_FUSED_CPU_KERNELS=0`` turns them all off.
+``PVG_FUSED_CPU_HEADS``, ``PVG_FUSED_CPU_LOSS``); ``PVG_FUSED_CPU_KERNELS=0`` turns
+them all off.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ SOURCES = (
     "cpu_transformer_training.cpp",
     "cpu_tokens.cpp",
     "cpu_heads.cpp",
+    "cpu_loss.cpp",
     "cpu_kernels.cpp",
 )
 _ALL_SWITCH = "PVG_FUSED_CPU_KERNELS"
