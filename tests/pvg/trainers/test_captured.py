@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers import ppo
-from pvg_pipeline.pvg.trainers.captured import CapturedCall
+from pvg_pipeline.pvg.trainers.captured import CapturedCall, capture_graph
 from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
 from pvg_pipeline.pvg.trainers.rollouts import collect
 from tests.pvg.trainers.test_training import TINY
@@ -69,6 +70,72 @@ def test_a_captured_call_on_cpu_tensors_stays_eager():
     call = CapturedCall(lambda x, y: (x + y, x * y), "a sum")
     assert call(torch.ones(3), torch.full((3,), 2.0))[1].tolist() == [2.0] * 3
     assert not call.graphed
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """CUDA's stream and graph calls, recorded instead of run (CPU only)."""
+    log: list = []
+
+    class Stream:
+        def wait_stream(self, other):
+            log.append("wait")
+
+    @contextlib.contextmanager
+    def on_stream(stream):
+        log.append("side stream")
+        yield
+
+    @contextlib.contextmanager
+    def graph(cuda_graph, stream=None):
+        log.append(("capture on", stream))
+        yield
+
+    for name, value in {
+        "Stream": Stream,
+        "current_stream": Stream,
+        "stream": on_stream,
+        "graph": graph,
+        "CUDAGraph": object,
+        "synchronize": lambda: log.append("synchronize"),
+    }.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    return log
+
+
+def test_capture_warms_up_three_times_then_captures_once(fake_cuda):
+    calls = []
+
+    def run():
+        calls.append(len(fake_cuda))
+        fake_cuda.append("run")
+        return len(calls)
+
+    captured = capture_graph(
+        run, "a step", stream="own", after_warm_up=lambda: fake_cuda.append("undo")
+    )
+    assert captured is not None and captured[1] == 4  # what the captured call gave
+    assert fake_cuda == [
+        "wait",
+        "side stream",
+        "run",
+        "run",
+        "run",
+        "wait",
+        "undo",
+        ("capture on", "own"),
+        "run",
+    ]
+
+
+def test_a_failed_capture_warns_and_returns_nothing(fake_cuda):
+    def run():
+        if ("capture on", None) in fake_cuda:
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    with pytest.warns(UserWarning, match="capturing a step as a CUDA graph failed"):
+        assert capture_graph(run, "a step") is None
+    assert fake_cuda[-1] == "synchronize"
 
 
 @pytest.mark.gpu

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 class CapturedCall:
@@ -59,30 +62,48 @@ class CapturedCall:
         return self._graph is not None
 
     def _capture(self, inputs: tuple[Tensor, ...]) -> None:
-        """Warm up on a side stream, then capture; on failure warn and stay eager.
-
-        The warm-up runs the function three times on the static inputs: only the
-        random-number stream (if it samples) moves on.
-        """
+        """Capture on static copies of ``inputs``; on failure stay eager."""
         self._inputs = tuple(value.clone() for value in inputs)
-        try:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    self.function(*self._inputs)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                outputs = self.function(*self._inputs)
-        except RuntimeError as error:
-            warnings.warn(
-                f"capturing {self.what} as a CUDA graph failed ({error}); "
-                "running it eagerly",
-                stacklevel=3,
-            )
-            torch.cuda.synchronize()
+        captured = capture_graph(lambda: self.function(*self._inputs), self.what)
+        if captured is None:
             self._failed = True
             return
+        self._graph, outputs = captured
         self._outputs = tuple(outputs)
-        self._graph = graph
+
+
+def capture_graph(
+    run: Callable[[], T],
+    what: str,
+    stream: torch.cuda.Stream | None = None,
+    after_warm_up: Callable[[], None] | None = None,
+) -> tuple[torch.cuda.CUDAGraph, T] | None:
+    """Capture ``run()`` as a CUDA graph: the graph and what the captured call
+    returned, or ``None`` (with a warning naming ``what``) when it cannot be
+    captured.
+
+    ``run`` is first called three times on a side stream (warm-up: lazy
+    initialisations, allocator pools; a sampling function's random-number stream
+    moves on), then ``after_warm_up`` (e.g. undoing the warm-up's effects), then
+    once under capture on ``stream`` (``None``: PyTorch's shared capture stream).
+    """
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        if after_warm_up is not None:
+            after_warm_up()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            result = run()
+    except RuntimeError as error:
+        warnings.warn(
+            f"capturing {what} as a CUDA graph failed ({error}); running it eagerly",
+            stacklevel=3,
+        )
+        torch.cuda.synchronize()
+        return None
+    return graph, result

@@ -21,7 +21,6 @@ The two paths agree to float rounding (tested).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_loss
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
+from pvg_pipeline.pvg.trainers.captured import capture_graph
 from pvg_pipeline.pvg.trainers.ppo_loss import (
     LOSS_KEYS,
     LOSS_NAMES,
@@ -299,27 +299,17 @@ class AgentUpdater:
         eagerly: slower, same results.
         """
         saved = self._snapshot()
-        try:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    self._step(self._rows, self._weight)
-            torch.cuda.current_stream().wait_stream(stream)
-            self._restore(saved)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream):
-                self._step(self._rows, self._weight)
-            self._graph = graph
-        except RuntimeError as error:
-            warnings.warn(
-                f"capturing the PPO step as a CUDA graph failed ({error}); "
-                "running it eagerly",
-                stacklevel=2,
-            )
-            torch.cuda.synchronize()
+        captured = capture_graph(
+            lambda: self._step(self._rows, self._weight),
+            "the PPO step",
+            stream=self.stream,
+            after_warm_up=lambda: self._restore(saved),
+        )
+        if captured is None:
             self._restore(saved)
             self.graphed = False
+        else:
+            self._graph = captured[0]
 
     def _snapshot(self) -> list[tuple[Tensor, Tensor]]:
         tensors = [self.flat.parameter.data, self.totals]
