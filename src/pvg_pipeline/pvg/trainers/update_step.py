@@ -150,6 +150,7 @@ class AgentUpdater:
         # streams also gives each graph its own cuBLAS workspace (PyTorch keys
         # it by stream), which concurrent replays must not share.
         self.stream = torch.cuda.Stream(device) if self.graphed else None
+        self._fused_cpu_adam = device.type == "cpu" and _HAS_FUSED_ADAM
 
     # -- per iteration ------------------------------------------------------------
 
@@ -228,10 +229,10 @@ class AgentUpdater:
         # clip_grad_norm_ without a host sync: one norm over the flat gradient.
         scale = (self.weights.max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)
         grad.mul_(scale)
-        if self.graphed or not _HAS_FUSED_ADAM:
-            self.optimizer.step()
-        else:
+        if self._fused_cpu_adam:
             self._adam_step()
+        else:  # on CUDA the optimiser is fused already (and capturable)
+            self.optimizer.step()
         with torch.no_grad():
             self.totals += losses.detach()
 
