@@ -40,13 +40,13 @@ class CapturedCall:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._inputs: tuple[Tensor, ...] = ()
         self._outputs: tuple[Tensor, ...] = ()
-        self._failed = False
+        self._eager = False
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         """``function(*inputs)``, replayed from the graph once captured."""
-        if self._graph is None and not self._failed:
+        if self._graph is None and not self._eager:
             if not all(value.is_cuda for value in inputs):
-                self._failed = True  # nothing to capture: stays eager
+                self._eager = True  # CPU tensors: nothing to capture
             else:
                 self._capture(inputs)
         if self._graph is None:
@@ -66,7 +66,7 @@ class CapturedCall:
         self._inputs = tuple(value.clone() for value in inputs)
         captured = capture_graph(lambda: self.function(*self._inputs), self.what)
         if captured is None:
-            self._failed = True
+            self._eager = True
             return
         self._graph, outputs = captured
         self._outputs = tuple(outputs)
