@@ -5,7 +5,8 @@
 # device, by
 #   bash benchmarks/gpu_prepare.sh
 # Results go to $OUT (or ./gpu-results).
-#   bash benchmarks/gpu_run.sh           CUDA graphs vs eager, 4.5 min of training (~6 min)
+#   bash benchmarks/gpu_run.sh           CUDA graphs with and without the two streams and
+#                                        the lean step, 3.5 min of training (~8 min)
 #   bash benchmarks/gpu_run.sh compile   the captured step with a compiled loss (~3 min)
 set -u
 export PYTHONUNBUFFERED=1
@@ -33,9 +34,16 @@ if ! grep -q "^PASS agents on their own streams" "$OUT/gpu_check.log"; then
   echo "two-stream update not confirmed by gpu_check: PVG_CUDA_STREAMS=0 below"
   export PVG_CUDA_STREAMS=0
 fi
+# Likewise the eighth session's lean step (explicit loss gradient, no gradient
+# accumulation): if the captured step does not match the plain one, time without it.
+if grep -q "^FAIL one captured gradient step: " "$OUT/gpu_check.log"; then
+  echo "lean captured step not confirmed by gpu_check: PVG_LEAN_STEP=0 below"
+  export PVG_LEAN_STEP=0
+fi
 timeout 75 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
   --alternate PVG_CUDA_STREAMS --output "$OUT/ppo_cuda_graphs.json"
-timeout 45 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 2 \
-  --no-cuda-graphs --output "$OUT/ppo_cuda_eager.json"
-timeout 320 python3 train_throughput.py --bundle "$BUNDLE" --device cuda --minutes 4.5 \
+# The eighth session's captured step with about a third fewer kernels, vs without.
+timeout 75 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
+  --alternate PVG_LEAN_STEP --output "$OUT/ppo_cuda_lean_step.json"
+timeout 260 python3 train_throughput.py --bundle "$BUNDLE" --device cuda --minutes 3.5 \
   --output "$OUT/train_throughput_cuda.json"

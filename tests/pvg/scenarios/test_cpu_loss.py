@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pvg_pipeline.pvg.protocols import Decision, Rewards, build_protocol
+from pvg_pipeline.pvg.protocols import Rewards, build_protocol
 from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_loss
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentOutput
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
@@ -18,67 +18,23 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers import ppo
-from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_KEYS, LossWeights, ppo_loss
+from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_KEYS, ppo_loss
 from pvg_pipeline.pvg.trainers.rollouts import collect
 from pvg_pipeline.pvg.trainers.update_step import AgentUpdater
 from tests.pvg.scenarios.calls import record_calls
+from tests.pvg.trainers.loss_cases import SETTINGS, fields, minibatch
 from tests.pvg.trainers.test_training import SMALL, _easy_pairs
 
 pytestmark = pytest.mark.skipif(
     load_extension() is None, reason="the fused CPU kernels could not build"
 )
 
-SETTINGS = LossWeights(
-    clip_epsilon=0.2,
-    entropy_coefficient=0.01,
-    value_coefficient=0.5,
-    max_grad_norm=1.0,
-    normalize_advantage=True,
-)
-
-
-def _minibatch(rows, verifier, seed=0, nodes=22, spread=1.0):
-    """Heads' outputs (leaves) with padding logits, and the minibatch's data;
-    ``spread`` scales the log-prob changes (large: many clipped ratios)."""
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(rows, nodes, generator=generator)
-    padding = torch.rand(rows, nodes, generator=generator) < 0.3
-    padding[:, 0] = False  # every row has a real node
-    logits = logits.masked_fill(padding, float("-inf"))
-    real = (~padding).float()
-    node = torch.multinomial(real, 1, generator=generator).squeeze(1)
-    output = AgentOutput(
-        logits.requires_grad_(),
-        (
-            torch.randn(rows, 3, generator=generator).requires_grad_()
-            if verifier
-            else None
-        ),
-        torch.randn(rows, generator=generator).requires_grad_(),
-    )
-    allowed = torch.rand(rows, generator=generator) < 0.5
-    decision = torch.randint(0, 3, (rows,), generator=generator)
-    decision = torch.where(allowed, decision, int(Decision.CONTINUE))
-    # Old log-probs near the current ones, so that ratios fall on both sides of
-    # the clipping range.
-    with torch.no_grad():
-        current = logits.log_softmax(-1).gather(1, node[:, None]).squeeze(1)
-    data = {
-        "node": node,
-        "decision": decision,
-        "decision_allowed": allowed,
-        "old_log_prob": current + spread * 0.3 * torch.randn(rows, generator=generator),
-        "advantage": torch.randn(rows, generator=generator) * 3 + 1,
-        "target": torch.randn(rows, generator=generator),
-    }
-    return output, data
-
 
 def _loss_and_gradients(output, data, settings, fused):
     output = AgentOutput(
         *(
             None if t is None else t.detach().clone().requires_grad_()
-            for t in _fields(output)
+            for t in fields(output)
         )
     )
     if fused:
@@ -93,12 +49,8 @@ def _loss_and_gradients(output, data, settings, fused):
     else:
         loss, reported = ppo_loss(output, data, settings, None)
     (3.0 * loss).backward()  # a gradient other than 1 reaches the backward pass
-    grads = [None if t is None else t.grad for t in _fields(output)]
+    grads = [None if t is None else t.grad for t in fields(output)]
     return loss, reported, grads
-
-
-def _fields(output):
-    return output.node_logits, output.decision_logits, output.value
 
 
 @pytest.mark.parametrize(
@@ -112,7 +64,7 @@ def _fields(output):
     ],
 )
 def test_matches_the_pytorch_loss_and_its_gradients(rows, verifier, normalize, spread):
-    output, data = _minibatch(rows, verifier, spread=spread)
+    output, data = minibatch(rows, verifier, spread=spread)
     settings = replace(SETTINGS, normalize_advantage=normalize)
     loss, reported, grads = _loss_and_gradients(output, data, settings, fused=True)
     loss_ref, reported_ref, grads_ref = _loss_and_gradients(
@@ -133,7 +85,7 @@ def test_matches_the_pytorch_loss_and_its_gradients(rows, verifier, normalize, s
 
 def test_mutating_an_input_changes_the_fused_result():
     """The comparison above can fail: the kernel reads every input."""
-    output, data = _minibatch(64, True)
+    output, data = minibatch(64, True)
     base, _, base_grads = _loss_and_gradients(output, data, SETTINGS, fused=True)
     for key in LOSS_KEYS:
         changed = dict(data)

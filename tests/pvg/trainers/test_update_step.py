@@ -9,37 +9,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pvg_pipeline.pvg.protocols import Rewards, build_protocol
+from pvg_pipeline.pvg.protocols import build_protocol
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
-    GraphIsomorphismEnv,
-)
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers import fast_update, ppo
-from pvg_pipeline.pvg.trainers.rollouts import collect
 from pvg_pipeline.pvg.trainers.update_step import (
     AgentUpdater,
     FlatParameters,
     flattenable,
 )
-from tests.pvg.trainers.test_training import SMALL, _easy_pairs
-
-CONFIG = ppo.PPOConfig(num_envs=24, steps_per_iteration=6, epochs=3, minibatch_size=16)
-
-
-@pytest.fixture(scope="module")
-def collection(prime_table):
-    pairs = _easy_pairs(prime_table, 200, 3)
-    protocol = build_protocol("pvg", max_message_rounds=6)
-    torch.manual_seed(0)
-    agents = build_agents(protocol, SMALL, SMALL, 8)
-    for agent in agents.values():
-        agent.eval()
-    env = GraphIsomorphismEnv(pairs, protocol, Rewards(), CONFIG.num_envs, seed=0)
-    with torch.no_grad():
-        experience = collect(env, MultiAgentPolicy(agents, protocol), 6)
-        advantages, returns = ppo.compute_advantages(experience, agents, CONFIG)
-    return agents, experience, advantages, returns
+from tests.pvg.trainers.collection import CONFIG, on_device
+from tests.pvg.trainers.test_training import SMALL
 
 
 def _update_both_ways(collection, config, fixed_shape, compile_loss=False):
@@ -193,25 +172,12 @@ def test_concurrent_agent_updates_are_reproducible_and_match(collection):
         assert gap < 1e-2
 
 
-def _on(device, collection):
-    agents, experience, advantages, returns = collection
-    agents = {n: copy.deepcopy(a).to(device) for n, a in agents.items()}
-    experience = replace(
-        experience,
-        data=experience.data.to(device),
-        reward=experience.reward.to(device),
-        done=experience.done.to(device),
-        final_observation=experience.final_observation.to(device),
-    )
-    return agents, experience, advantages.to(device), returns.to(device)
-
-
 @pytest.mark.gpu
 def test_agents_on_their_own_cuda_streams_match_one_after_the_other(collection):
     """Two captured updates replayed on two streams at once give the same
     parameters, bit for bit, as replaying them one after the other (each graph
     has its own cuBLAS workspace and memory pool; the waits order the buffers)."""
-    on_gpu = _on(torch.device("cuda"), collection)
+    on_gpu = on_device(torch.device("cuda"), collection)
     config = replace(CONFIG, cuda_graphs=True)
     results = {}
     for concurrent in (True, False):

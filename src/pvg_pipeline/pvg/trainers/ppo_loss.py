@@ -8,6 +8,7 @@ eager path computes the same with the fused kernel of
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +17,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentOutput
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import action_log_prob
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
+    action_log_prob,
+    restrict_decisions,
+)
 
 #: The four reported losses, in the order :func:`ppo_loss` returns them.
 LOSS_NAMES = ("policy_loss", "value_loss", "entropy", "decision_entropy")
@@ -103,3 +107,173 @@ def ppo_loss(
         ]
     )
     return loss, reported
+
+
+#: ``PVG_LEAN_STEP=0`` turns off the captured step's fewer-kernel formulation
+#: (:func:`explicit_gradient_ppo_loss` and gradients written straight into the
+#: flat buffer, see ``update_step``), for measuring it.
+LEAN_STEP_SWITCH = "PVG_LEAN_STEP"
+
+
+def lean_step() -> bool:
+    """Whether the padded (captured) step uses its fewer-kernel formulation."""
+    return os.environ.get(LEAN_STEP_SWITCH, "1") != "0"
+
+
+def loss_constants(settings: LossWeights, device: torch.device) -> Float[Tensor, "2 4"]:
+    """Row 0: the signs that turn the four per-row means into the reported losses;
+    row 1: the loss as a combination of those means. Made once, outside a CUDA
+    graph (a host-to-device copy cannot be captured)."""
+    return torch.tensor(
+        [
+            [-1.0, 1.0, 1.0, 1.0],
+            [-1.0, settings.value_coefficient, -settings.entropy_coefficient, 0.0],
+        ],
+        device=device,
+    )
+
+
+def _log_softmax_parts(
+    logits: Float[Tensor, "row n"],
+) -> tuple[Tensor, Tensor, Float[Tensor, "row"]]:
+    """Log-probabilities (impossible actions at the lowest float instead of
+    ``-inf``: ``0 * log p`` stays 0 in the entropy and its gradient),
+    probabilities and entropy of ``softmax(logits)``."""
+    log_p = logits.log_softmax(-1)
+    p = log_p.exp()
+    log_p = log_p.clamp_min(torch.finfo(log_p.dtype).min)
+    return log_p, p, -(p * log_p).sum(-1)
+
+
+def _logits_gradient(
+    log_p: Tensor,
+    p: Tensor,
+    entropy: Float[Tensor, "row"],
+    chosen: Tensor,
+    minus_d_log_prob: Float[Tensor, "row"],
+    minus_d_entropy: Float[Tensor, "row"],
+) -> Float[Tensor, "row n"]:
+    """Gradient of ``d_log_prob * log p[chosen] + d_entropy * entropy`` with
+    respect to the logits: ``d log p_c / dz_k = [k = c] - p_k`` and
+    ``d H / dz_k = -p_k (log p_k + H)``."""
+    scale = torch.addcmul(
+        minus_d_log_prob[:, None], log_p + entropy[:, None], minus_d_entropy[:, None]
+    )
+    grad = p * scale
+    return grad.scatter_add_(1, chosen[:, None], -minus_d_log_prob[:, None])
+
+
+class _ExplicitGradientLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        node_logits: Tensor,
+        decision_logits: Tensor | None,
+        value: Tensor,
+        minibatch: dict[str, Tensor],
+        weight: Tensor,
+        constants: Tensor,
+        settings: LossWeights,
+    ) -> tuple[Tensor, Tensor]:
+        count = weight.sum()
+        log_p, p, entropy = _log_softmax_parts(node_logits)
+        node = minibatch["node"]
+        log_prob = log_p.gather(1, node[:, None]).squeeze(1)
+        decision_parts: tuple[Tensor, ...] = ()
+        if decision_logits is None:
+            decision_entropy = torch.zeros_like(entropy)
+            node_entropy = entropy
+        else:
+            restricted = restrict_decisions(
+                decision_logits, minibatch["decision_allowed"]
+            )
+            d_log_p, d_p, decision_entropy = _log_softmax_parts(restricted)
+            decision = minibatch["decision"]
+            log_prob = log_prob + d_log_p.gather(1, decision[:, None]).squeeze(1)
+            node_entropy = entropy
+            entropy = entropy + decision_entropy
+            decision_parts = (d_log_p, d_p, decision_entropy, decision)
+        advantage = minibatch["advantage"]
+        if settings.normalize_advantage:
+            deviation = advantage - (advantage * weight).sum() / count
+            spread = torch.dot(deviation * weight, deviation)
+            std = (spread / (count - 1).clamp_min(1.0)).sqrt()
+            advantage = torch.where(count > 1, deviation / (std + 1e-8), advantage)
+        ratio = (log_prob - minibatch["old_log_prob"]).exp()
+        clipped = ratio.clamp(1 - settings.clip_epsilon, 1 + settings.clip_epsilon)
+        unclipped_term, clipped_term = ratio * advantage, clipped * advantage
+        surrogate = torch.minimum(unclipped_term, clipped_term)
+        # d surrogate / d log_prob, as autograd has it: inside the clipping range
+        # the two terms are equal and the whole gradient passes; outside it,
+        # torch.minimum gives it to the smaller term (half on a tie) and clamp
+        # passes none through the clipped one.
+        to_unclipped = ((clipped_term - unclipped_term).sign() + 1) * 0.5
+        share = torch.where(ratio == clipped, 1.0, to_unclipped)
+        d_surrogate = advantage * ratio * share
+        error = value - minibatch["target"]
+        per_row = torch.stack([surrogate, error * error, entropy, decision_entropy])
+        means = torch.mv(per_row, weight) / count
+        ctx.set_materialize_grads(False)  # no zeros for the reported losses
+        ctx.settings = settings
+        ctx.has_decision = decision_logits is not None
+        ctx.save_for_backward(
+            log_p, p, node_entropy, node, d_surrogate, error, weight, count,
+            *decision_parts,
+        )  # fmt: skip
+        reported = means * constants[0]
+        ctx.mark_non_differentiable(reported)
+        return means.dot(constants[1]), reported
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx, grad_loss: Tensor, _grad_reported: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        log_p, p, entropy, node, d_surrogate, error, weight, count, *decision_parts = (
+            ctx.saved_tensors
+        )
+        settings: LossWeights = ctx.settings
+        row_weight = weight * (grad_loss / count)
+        # loss = -mean(surrogate) + c_v mean(error^2) - c_e mean(entropy)
+        minus_d_log_prob = row_weight * d_surrogate
+        minus_d_entropy = row_weight * settings.entropy_coefficient
+        grad_node = _logits_gradient(
+            log_p, p, entropy, node, minus_d_log_prob, minus_d_entropy
+        )
+        grad_decision = None
+        if ctx.has_decision:
+            grad_decision = _logits_gradient(
+                *decision_parts[:3],
+                decision_parts[3],
+                minus_d_log_prob,
+                minus_d_entropy,
+            )
+        grad_value = error * (row_weight * (2 * settings.value_coefficient))
+        return grad_node, grad_decision, grad_value, None, None, None, None
+
+
+def explicit_gradient_ppo_loss(
+    output: AgentOutput,
+    minibatch: dict[str, Tensor],
+    settings: LossWeights,
+    weight: Float[Tensor, "row"],
+    constants: Float[Tensor, "2 4"],
+) -> tuple[Tensor, Float[Tensor, "4"]]:
+    """:func:`ppo_loss` of a padded minibatch (``weight`` 0 at padding rows, which
+    repeat a real row) with a hand-written backward pass.
+
+    Autograd's backward of :func:`ppo_loss` is ~70 small operations, and with the
+    forward's ~60 about a third of the kernels of a captured gradient step on a GPU,
+    where each costs a few microseconds however small. The loss ends the graph, so
+    its gradient with respect to the three outputs has a closed form: ~45 kernels
+    forward and ~16 backward. Same values and gradients, to float rounding
+    (tested). ``constants``: :func:`loss_constants`.
+    """
+    return _ExplicitGradientLoss.apply(
+        output.node_logits,
+        output.decision_logits,
+        output.value,
+        minibatch,
+        weight,
+        constants,
+        settings,
+    )

@@ -35,6 +35,9 @@ from pvg_pipeline.pvg.trainers.ppo_loss import (
     LOSS_KEYS,
     LOSS_NAMES,
     LossWeights,
+    explicit_gradient_ppo_loss,
+    lean_step,
+    loss_constants,
     ppo_loss,
 )
 
@@ -142,9 +145,12 @@ class AgentUpdater:
         self._rows = torch.zeros(minibatch_size, dtype=torch.int64, device=device)
         self._weight = torch.zeros(minibatch_size, device=device)
         self.totals = torch.zeros(len(LOSS_NAMES), device=device)
+        self._loss_constants = loss_constants(weights, device)
+        self._parameters = list(agent.parameters())  # in the flat buffer's order
         self.compile_loss = compile_loss
         self._loss: Callable[..., tuple[Tensor, Tensor]] | None = None
-        self._graph: torch.cuda.CUDAGraph | None = None
+        # One graph per formulation (see lean_step), so a benchmark can alternate.
+        self._graphs: dict[bool, torch.cuda.CUDAGraph] = {}
         # The agent's own stream: its graph is captured and replayed there, so
         # two agents' steps can run at the same time. Capturing on distinct
         # streams also gives each graph its own cuBLAS workspace (PyTorch keys
@@ -196,15 +202,17 @@ class AgentUpdater:
             torch.arange(self.minibatch_size)[None, :]
             < torch.tensor(sizes, dtype=torch.int64)[:, None]
         ).to(self._weight.device, torch.float32)
+        lean = lean_step()
         for step in range(len(sizes)):
             self._rows.copy_(rows[step], non_blocking=True)
             self._weight.copy_(weights[step], non_blocking=True)
-            if self._graph is None and self.graphed:
-                self._capture()
-            if self._graph is None:
+            if lean not in self._graphs and self.graphed:
+                self._capture(lean)
+            graph = self._graphs.get(lean)
+            if graph is None:
                 self._step(self._rows, self._weight)
             else:
-                self._graph.replay()  # capturing records only: replay runs the step
+                graph.replay()  # capturing records only: replay runs the step
         return len(sizes)
 
     def release(self) -> None:
@@ -220,12 +228,18 @@ class AgentUpdater:
         if self._loss is None:
             # Fused forward/backward kernels mean fewer launches inside the graph;
             # compiling needs the fixed shapes (no recompilation per minibatch).
-            compiled = self.compile_loss and self.fixed_shape
+            compiled = self._compiled()
             self._loss = torch.compile(self._losses) if compiled else self._losses
         grad = self.flat.parameter.grad
-        grad.zero_()
         loss, losses = self._loss(self._frames, rows, weight)
-        loss.backward()
+        if weight is not None and lean_step():
+            # One copy into the flat buffer instead of zeroing it and one
+            # accumulating addition per parameter (~50 kernels in a graph).
+            grads = torch.autograd.grad(loss, self._parameters)
+            torch.cat([g.reshape(-1) for g in grads], out=grad)
+        else:
+            grad.zero_()
+            loss.backward()
         # clip_grad_norm_ without a host sync: one norm over the flat gradient.
         scale = (self.weights.max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)
         grad.mul_(scale)
@@ -235,6 +249,9 @@ class AgentUpdater:
             self.optimizer.step()
         with torch.no_grad():
             self.totals += losses.detach()
+
+    def _compiled(self) -> bool:
+        return self.compile_loss and self.fixed_shape
 
     def _adam_step(self) -> None:
         """``self.optimizer.step()`` as one fused operation on the flat buffer.
@@ -291,9 +308,13 @@ class AgentUpdater:
                 w.entropy_coefficient,
                 w.normalize_advantage,
             )
+        if weight is not None and lean_step() and not self._compiled():
+            return explicit_gradient_ppo_loss(
+                output, mb, w, weight, self._loss_constants
+            )
         return ppo_loss(output, mb, w, weight)
 
-    def _capture(self) -> None:
+    def _capture(self, lean: bool) -> None:
         """Warm up on a side stream, undo the warm-up's effects, capture one step.
 
         If capturing fails (an operation a graph cannot hold), warn and go on
@@ -310,7 +331,7 @@ class AgentUpdater:
             self._restore(saved)
             self.graphed = False
         else:
-            self._graph = captured[0]
+            self._graphs[lean] = captured[0]
 
     def _snapshot(self) -> list[tuple[Tensor, Tensor]]:
         tensors = [self.flat.parameter.data, self.totals]
