@@ -42,6 +42,7 @@ def test_dockerfile_passes_hadolint():
             ["--iterations", "1", "--alternate", "PVG_FUSED_CPU_GIN"],
             "PVG_FUSED_CPU_GIN_off_iteration_seconds",
         ),
+        ("step_kernels.py", [], "verifier_fewer_operations_percent"),
         (
             "train_throughput.py",
             ["--minutes", "0.02", "--train-pairs", "200"],

@@ -3,14 +3,13 @@ captured step's lean formulation issues far fewer operations."""
 
 from __future__ import annotations
 
-import collections
 import copy
 from dataclasses import replace
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from pvg_pipeline.pvg.operation_count import OperationCounter
 from pvg_pipeline.pvg.trainers import ppo
 from pvg_pipeline.pvg.trainers.ppo_loss import (
     LEAN_STEP_SWITCH,
@@ -120,21 +119,6 @@ def test_every_input_changes_the_result():
         ), key
 
 
-class _CountOperations(TorchDispatchMode):
-    """Counts the operations dispatched (forward, backward and optimiser) that
-    compute something (views and allocations launch no kernel)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if not func.is_view and name not in ("empty", "empty_strided", "_to_copy"):
-            self.counts[name] += 1
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("agent", ["prover", "verifier"])
 def test_the_lean_step_has_a_third_fewer_operations_and_the_same_result(
     collection, monkeypatch, agent
@@ -155,18 +139,18 @@ def test_the_lean_step_has_a_third_fewer_operations_and_the_same_result(
         )
         rows = data["active"][:, index].nonzero().squeeze(1)[: CONFIG.minibatch_size]
         weight = _padding(CONFIG.minibatch_size, len(rows) - 3)
-        with _CountOperations() as counter:
+        with OperationCounter() as counter:
             updater._step(rows, weight)
         results[lean] = (
-            counter.counts,
+            counter,
             updater.flat.parameter.grad.clone(),  # the step's clipped gradient
             updater.totals.clone(),
         )
         updater.release()
-    lean_ops, off_ops = sum(results["1"][0].values()), sum(results["0"][0].values())
+    lean_ops, off_ops = results["1"][0].total, results["0"][0].total
     assert lean_ops < 0.8 * off_ops, (lean_ops, off_ops)
     # No accumulation into the gradient buffer: one copy of the gradients instead.
-    assert results["1"][0]["add_"] < results["0"][0]["add_"] - 30
+    assert results["1"][0].counts["add_"] < results["0"][0].counts["add_"] - 30
     assert results["0"][1].abs().max() > 0
     torch.testing.assert_close(results["1"][1], results["0"][1], rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(results["1"][2], results["0"][2], rtol=1e-5, atol=1e-6)
