@@ -28,6 +28,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (  # noqa: 
     GraphIsomorphismEnv,
 )
 from pvg_pipeline.pvg.trainers import ppo  # noqa: E402
+from pvg_pipeline.pvg.trainers.fast_update import minibatch_plan  # noqa: E402
 from pvg_pipeline.pvg.trainers.ppo_loss import LEAN_STEP_SWITCH  # noqa: E402
 from pvg_pipeline.pvg.trainers.rollouts import collect  # noqa: E402
 
@@ -60,12 +61,15 @@ def main() -> None:
                 advantages[..., index].reshape(-1),
                 returns[..., index].reshape(-1),
             )
-            rows = data["active"][:, index].nonzero().squeeze(1)
-            rows = rows[: config.minibatch_size]
-            weight = torch.ones(len(rows), device=rows.device)
-            updater._step(rows, weight)  # warm-up: lazily created state
+            # The first minibatch of an epoch, padded as the trainer pads it.
+            plan, sizes = minibatch_plan(
+                data["active"][:, index], 1, config.minibatch_size, torch.Generator()
+            )
+            rows = plan[0].to(setup.device)
+            weight = (torch.arange(len(rows)) < sizes[0]).float().to(setup.device)
+            updater._step(rows, weight)  # loads the minibatch; creates lazy state
             with OperationCounter() as counter:
-                updater._step(rows, weight)
+                updater._padded_step()
             figures[f"{name}_operations{suffix}"] = counter.total
             if lean == "0":
                 figures[f"{name}_fewer_operations_percent"] = 100 * (

@@ -126,12 +126,14 @@ def test_the_eager_cpu_step_uses_it_and_the_fixed_shape_step_does_not(
     )
     calls = record_calls(monkeypatch, cpu_loss, "fused_ppo_loss")
     rows = experience.data["active"].reshape(-1, 2)[:, 1].nonzero().squeeze(1)[:16]
-    fused, fused_reported = updater._losses(updater._frames, rows, None)
+    fused, fused_reported = updater._losses(updater._frames, rows)
     assert len(calls) == 1
-    # Padded minibatches (the CUDA graph's shape) use PyTorch, as does the switch.
-    updater._losses(updater._frames, rows, torch.ones(len(rows)))
     monkeypatch.setenv(cpu_loss.SWITCH, "0")
-    plain, plain_reported = updater._losses(updater._frames, rows, None)
+    plain, plain_reported = updater._losses(updater._frames, rows)
     assert len(calls) == 1
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fused_reported, plain_reported, rtol=1e-5, atol=1e-6)
+    # Padded minibatches (the CUDA graph's shape) do not use it.
+    monkeypatch.delenv(cpu_loss.SWITCH)
+    updater._step(rows, torch.ones(len(rows)))
+    assert len(calls) == 1

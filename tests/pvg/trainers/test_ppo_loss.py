@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pvg_pipeline.pvg.operation_count import OperationCounter
-from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers import padded_minibatches, ppo
 from pvg_pipeline.pvg.trainers.ppo_loss import (
     LEAN_STEP_SWITCH,
     LOSS_KEYS,
@@ -42,18 +42,18 @@ def _padding(rows, real):
 
 
 @pytest.mark.parametrize(
-    "rows, real, verifier, normalize, spread",
+    "rows, real, verifier, spread",
     [
-        (256, 256, True, True, 1.0),
-        (256, 200, False, True, 1.0),
-        (100, 37, True, False, 3.0),
-        (7, 7, False, False, 0.1),
-        (16, 1, True, True, 1.0),  # one real row: advantages not normalised
+        (256, 256, True, 1.0),
+        (256, 200, False, 1.0),
+        (100, 37, True, 3.0),
+        (7, 7, False, 0.1),
+        (16, 1, True, 1.0),
     ],
 )
-def test_matches_autograd_of_the_pytorch_loss(rows, real, verifier, normalize, spread):
+def test_matches_autograd_of_the_pytorch_loss(rows, real, verifier, spread):
     output, data = minibatch(rows, verifier, spread=spread)
-    settings = replace(SETTINGS, normalize_advantage=normalize)
+    settings = SETTINGS  # (padded minibatches come with normalised advantages)
     weight = _padding(rows, real)
     loss, reported, grads = _loss_and_gradients(output, data, settings, weight, True)
     loss_ref, reported_ref, grads_ref = _loss_and_gradients(
@@ -86,7 +86,7 @@ def test_ties_and_the_clipping_bounds_split_the_gradient_as_autograd_does():
         )
     data["old_log_prob"][:16] = current[:16]  # ratio 1 up to rounding
     data["advantage"][8:24] = 0.0
-    settings = replace(SETTINGS, normalize_advantage=False)
+    settings = SETTINGS
     weight = torch.ones(64)
     _, _, grads = _loss_and_gradients(output, data, settings, weight, True)
     _, _, grads_ref = _loss_and_gradients(output, data, settings, weight, False)
@@ -139,8 +139,9 @@ def test_the_lean_step_has_a_third_fewer_operations_and_the_same_result(
         )
         rows = data["active"][:, index].nonzero().squeeze(1)[: CONFIG.minibatch_size]
         weight = _padding(CONFIG.minibatch_size, len(rows) - 3)
+        updater._step(rows, weight)  # loads the minibatch; creates lazy state
         with OperationCounter() as counter:
-            updater._step(rows, weight)
+            updater._padded_step()
         results[lean] = (
             counter,
             updater.flat.parameter.grad.clone(),  # the step's clipped gradient
@@ -184,3 +185,43 @@ def test_each_formulation_is_captured_once_with_the_same_gradient(
     for name, gradient in gradients["1"].items():
         assert gradient.abs().max() > 0
         torch.testing.assert_close(gradient, gradients["0"][name], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_packed_minibatches_hold_the_plain_updates_normalised_advantages(normalize):
+    """Each padded minibatch's advantages, normalised over its real rows at once
+    for all minibatches, are the plain update's per-minibatch normalisation;
+    a minibatch of one real row keeps its advantages."""
+    generator = torch.Generator().manual_seed(0)
+    frames = {
+        "advantage": torch.randn(300, generator=generator) * 3 + 1,
+        "old_log_prob": torch.randn(300, generator=generator),
+        "target": torch.randn(300, generator=generator),
+        "node": torch.randint(0, 20, (300,), generator=generator),
+        "decision": torch.randint(0, 3, (300,), generator=generator),
+        "decision_allowed": torch.rand(300, generator=generator) < 0.5,
+        "adjacency": torch.rand(300, 2, 4, 4, generator=generator) < 0.5,
+        "node_mask": torch.ones(300, 2, 4, dtype=torch.bool),
+        "message_history": torch.randn(300, 3, generator=generator),
+        "round": torch.arange(300),
+    }
+    sizes = [64, 17, 1]
+    rows = torch.randint(0, 300, (3, 64), generator=generator)
+    for step, size in enumerate(sizes):  # padding repeats a real row
+        rows[step, size:] = rows[step, 0]
+    weight = (torch.arange(64)[None, :] < torch.tensor(sizes)[:, None]).float()
+    floats, integers = padded_minibatches.pack(frames, rows, weight, normalize)
+    for step, size in enumerate(sizes):
+        inputs, packed, packed_weight = padded_minibatches.unpack(
+            frames, floats[step], integers[step]
+        )
+        real = rows[step, :size]
+        advantage = frames["advantage"][real]
+        if normalize and size > 1:
+            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        torch.testing.assert_close(packed["advantage"][:size], advantage)
+        assert torch.equal(packed_weight, weight[step])
+        for key in ("old_log_prob", "target", "node", "decision", "decision_allowed"):
+            assert torch.equal(packed[key], frames[key][rows[step]]), key
+        for key, value in zip(padded_minibatches.NETWORK_KEYS, inputs, strict=True):
+            assert torch.equal(value, frames[key][rows[step]]), key

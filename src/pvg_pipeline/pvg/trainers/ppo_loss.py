@@ -62,9 +62,11 @@ def ppo_loss(
     means (:data:`LOSS_NAMES`).
 
     ``minibatch`` holds the minibatch's ``node``, ``decision``, ``decision_allowed``,
-    ``old_log_prob``, ``advantage`` and ``target``. ``weight``: 0 marks padding
-    rows; ``None``: every row is real (the plain path's formulas, with fewer
-    operations).
+    ``old_log_prob``, ``advantage`` and ``target``. ``weight`` ``None``: every row
+    is real (the plain path's formulas, advantages normalised here when
+    ``settings`` says so); otherwise 0 marks padding rows and the advantages are
+    used as given (a padded step gets them normalised per minibatch beforehand,
+    by :func:`~pvg_pipeline.pvg.trainers.padded_minibatches.normalised_advantages`).
     """
     log_prob, entropy, decision_entropy = action_log_prob(
         output, minibatch["node"], minibatch["decision"], minibatch["decision_allowed"]
@@ -80,13 +82,6 @@ def ppo_loss(
         def mean(values: Tensor) -> Tensor:
             return masked_mean(values, valid, count)
 
-        if settings.normalize_advantage:
-            average = mean(advantage)
-            spread = torch.where(valid, (advantage - average).pow(2), 0.0).sum()
-            std = (spread / (count - 1).clamp_min(1.0)).sqrt()
-            advantage = torch.where(
-                count > 1, (advantage - average) / (std + 1e-8), advantage
-            )
     ratio = (log_prob - minibatch["old_log_prob"]).exp()
     clipped = ratio.clamp(1 - settings.clip_epsilon, 1 + settings.clip_epsilon)
     surrogate = torch.minimum(ratio * advantage, clipped * advantage)
@@ -194,11 +189,6 @@ class _ExplicitGradientLoss(torch.autograd.Function):
             entropy = entropy + decision_entropy
             decision_parts = (d_log_p, d_p, decision_entropy, decision)
         advantage = minibatch["advantage"]
-        if settings.normalize_advantage:
-            deviation = advantage - (advantage * weight).sum() / count
-            spread = torch.dot(deviation * weight, deviation)
-            std = (spread / (count - 1).clamp_min(1.0)).sqrt()
-            advantage = torch.where(count > 1, deviation / (std + 1e-8), advantage)
         ratio = (log_prob - minibatch["old_log_prob"]).exp()
         clipped = ratio.clamp(1 - settings.clip_epsilon, 1 + settings.clip_epsilon)
         unclipped_term, clipped_term = ratio * advantage, clipped * advantage
@@ -259,12 +249,12 @@ def explicit_gradient_ppo_loss(
     constants: Float[Tensor, "2 4"],
 ) -> tuple[Tensor, Float[Tensor, "4"]]:
     """:func:`ppo_loss` of a padded minibatch (``weight`` 0 at padding rows, which
-    repeat a real row) with a hand-written backward pass.
+    repeat a real row; advantages as given) with a hand-written backward pass.
 
     Autograd's backward of :func:`ppo_loss` is ~70 small operations, and with the
     forward's ~60 about a third of the kernels of a captured gradient step on a GPU,
     where each costs a few microseconds however small. The loss ends the graph, so
-    its gradient with respect to the three outputs has a closed form: ~45 kernels
+    its gradient with respect to the three outputs has a closed form: ~30 kernels
     forward and ~16 backward. Same values and gradients, to float rounding
     (tested). ``constants``: :func:`loss_constants`.
     """

@@ -30,7 +30,13 @@ from torch import Tensor, nn
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_loss
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
+from pvg_pipeline.pvg.trainers import padded_minibatches
 from pvg_pipeline.pvg.trainers.captured import capture_graph
+from pvg_pipeline.pvg.trainers.padded_minibatches import (
+    FLOAT_KEYS,
+    INTEGER_KEYS,
+    NETWORK_KEYS,
+)
 from pvg_pipeline.pvg.trainers.ppo_loss import (
     LOSS_KEYS,
     LOSS_NAMES,
@@ -142,8 +148,11 @@ class AgentUpdater:
         self.capacity = capacity
         self.minibatch_size = minibatch_size
         self._frames: dict[str, Tensor] | None = None
-        self._rows = torch.zeros(minibatch_size, dtype=torch.int64, device=device)
-        self._weight = torch.zeros(minibatch_size, device=device)
+        # The padded step's minibatch (see padded_minibatches), copied in per step.
+        self._floats = torch.zeros(len(FLOAT_KEYS), minibatch_size, device=device)
+        self._integers = torch.zeros(
+            len(INTEGER_KEYS), minibatch_size, dtype=torch.int64, device=device
+        )
         self.totals = torch.zeros(len(LOSS_NAMES), device=device)
         self._loss_constants = loss_constants(weights, device)
         self._parameters = list(agent.parameters())  # in the flat buffer's order
@@ -193,7 +202,8 @@ class AgentUpdater:
         Eagerly (CPU) a step uses only its real samples; a CUDA graph needs the
         fixed shape, so there the padding rows are computed and weighted 0.
         """
-        rows = minibatch_rows.to(self._rows.device)
+        device = self._floats.device
+        rows = minibatch_rows.to(device)
         if not self.fixed_shape:
             for step, size in enumerate(sizes):
                 self._step(rows[step, :size], None)
@@ -201,16 +211,17 @@ class AgentUpdater:
         weights = (
             torch.arange(self.minibatch_size)[None, :]
             < torch.tensor(sizes, dtype=torch.int64)[:, None]
-        ).to(self._weight.device, torch.float32)
+        ).to(device, torch.float32)
+        floats, integers = self._pack(rows, weights)
         lean = lean_step()
         for step in range(len(sizes)):
-            self._rows.copy_(rows[step], non_blocking=True)
-            self._weight.copy_(weights[step], non_blocking=True)
+            self._floats.copy_(floats[step])
+            self._integers.copy_(integers[step])
             if lean not in self._graphs and self.graphed:
                 self._capture(lean)
             graph = self._graphs.get(lean)
             if graph is None:
-                self._step(self._rows, self._weight)
+                self._padded_step()
             else:
                 graph.replay()  # capturing records only: replay runs the step
         return len(sizes)
@@ -224,15 +235,35 @@ class AgentUpdater:
     def _step(
         self, rows: Int64[Tensor, "row"], weight: Float[Tensor, "row"] | None
     ) -> None:
+        """One gradient step on ``rows``: eagerly on real rows (``weight`` None),
+        or as the padded step with its minibatch copied into the static buffers."""
+        if weight is None:
+            self._optimise(*self._losses(self._frames, rows), copy_gradients=False)
+            return
+        floats, integers = self._pack(rows[None], weight[None])
+        self._floats.copy_(floats[0])
+        self._integers.copy_(integers[0])
+        self._padded_step()
+
+    def _pack(self, rows: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
         assert self._frames is not None, "load() a collection first"
+        normalize = self.weights.normalize_advantage
+        return padded_minibatches.pack(self._frames, rows, weights, normalize)
+
+    def _padded_step(self) -> None:
+        """The step a CUDA graph captures: the minibatch in the static buffers."""
         if self._loss is None:
             # Fused forward/backward kernels mean fewer launches inside the graph;
             # compiling needs the fixed shapes (no recompilation per minibatch).
-            compiled = self._compiled()
-            self._loss = torch.compile(self._losses) if compiled else self._losses
+            padded = self._padded_losses
+            self._loss = torch.compile(padded) if self.compile_loss else padded
+        loss, losses = self._loss(self._frames, self._floats, self._integers)
+        self._optimise(loss, losses, copy_gradients=lean_step())
+
+    def _optimise(self, loss: Tensor, losses: Tensor, copy_gradients: bool) -> None:
+        """Gradients of ``loss``, clipping and Adam; ``losses`` summed on the device."""
         grad = self.flat.parameter.grad
-        loss, losses = self._loss(self._frames, rows, weight)
-        if weight is not None and lean_step():
+        if copy_gradients:
             # One copy into the flat buffer instead of zeroing it and one
             # accumulating addition per parameter (~50 kernels in a graph).
             grads = torch.autograd.grad(loss, self._parameters)
@@ -249,9 +280,6 @@ class AgentUpdater:
             self.optimizer.step()
         with torch.no_grad():
             self.totals += losses.detach()
-
-    def _compiled(self) -> bool:
-        return self.compile_loss and self.fixed_shape
 
     def _adam_step(self) -> None:
         """``self.optimizer.step()`` as one fused operation on the flat buffer.
@@ -287,19 +315,15 @@ class AgentUpdater:
         )
 
     def _losses(
-        self,
-        frames: dict[str, Tensor],
-        rows: Int64[Tensor, "row"],
-        weight: Float[Tensor, "row"] | None,
+        self, frames: dict[str, Tensor], rows: Int64[Tensor, "row"]
     ) -> tuple[Tensor, Float[Tensor, "4"]]:
-        """The PPO loss of the minibatch ``rows`` and the four reported losses
-        (:data:`LOSS_NAMES`): :func:`ppo_loss`, or on the eager CPU path (every
-        row real, ``weight`` None) the fused kernel of
-        :mod:`~pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_loss`."""
+        """The PPO loss of the minibatch ``rows`` (every row real) and the four
+        reported losses (:data:`LOSS_NAMES`): :func:`ppo_loss`, or the fused kernel
+        of :mod:`~pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_loss`."""
         mb = {k: v.index_select(0, rows) for k, v in frames.items()}
-        output = self.agent(*(mb[key] for key in _INPUT_KEYS[:4]))
+        output = self.agent(*(mb[key] for key in NETWORK_KEYS))
         w = self.weights
-        if weight is None and cpu_loss.fusable(output):
+        if cpu_loss.fusable(output):
             return cpu_loss.fused_ppo_loss(
                 output,
                 *(mb[key] for key in LOSS_KEYS),
@@ -308,11 +332,25 @@ class AgentUpdater:
                 w.entropy_coefficient,
                 w.normalize_advantage,
             )
-        if weight is not None and lean_step() and not self._compiled():
+        return ppo_loss(output, mb, w, None)
+
+    def _padded_losses(
+        self,
+        frames: dict[str, Tensor],
+        floats: Float[Tensor, "4 row"],
+        integers: Int64[Tensor, "4 row"],
+    ) -> tuple[Tensor, Float[Tensor, "4"]]:
+        """The losses of the packed padded minibatch: with the hand-written
+        backward (:func:`explicit_gradient_ppo_loss`) unless compiled or
+        ``PVG_LEAN_STEP=0``, else :func:`ppo_loss`; same values."""
+        inputs, mb, weight = padded_minibatches.unpack(frames, floats, integers)
+        output = self.agent(*inputs)
+        # (compile_loss first: torch.compile need not trace the switch)
+        if not self.compile_loss and lean_step():
             return explicit_gradient_ppo_loss(
-                output, mb, w, weight, self._loss_constants
+                output, mb, self.weights, weight, self._loss_constants
             )
-        return ppo_loss(output, mb, w, weight)
+        return ppo_loss(output, mb, self.weights, weight)
 
     def _capture(self, lean: bool) -> None:
         """Warm up on a side stream, undo the warm-up's effects, capture one step.
@@ -322,7 +360,7 @@ class AgentUpdater:
         """
         saved = self._snapshot()
         captured = capture_graph(
-            lambda: self._step(self._rows, self._weight),
+            self._padded_step,
             "the PPO step",
             stream=self.stream,
             after_warm_up=lambda: self._restore(saved),
