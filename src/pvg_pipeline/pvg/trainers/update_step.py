@@ -257,8 +257,9 @@ class AgentUpdater:
             # compiling needs the fixed shapes (no recompilation per minibatch).
             padded = self._padded_losses
             self._loss = torch.compile(padded) if self.compile_loss else padded
-        loss, losses = self._loss(self._frames, self._floats, self._integers)
-        self._optimise(loss, losses, copy_gradients=lean_step())
+        lean = lean_step()
+        loss, losses = self._loss(self._frames, self._floats, self._integers, lean)
+        self._optimise(loss, losses, copy_gradients=lean)
 
     def _optimise(self, loss: Tensor, losses: Tensor, copy_gradients: bool) -> None:
         """Gradients of ``loss``, clipping and Adam; ``losses`` summed on the device."""
@@ -339,14 +340,14 @@ class AgentUpdater:
         frames: dict[str, Tensor],
         floats: Float[Tensor, "4 row"],
         integers: Int64[Tensor, "4 row"],
+        lean: bool,
     ) -> tuple[Tensor, Float[Tensor, "4"]]:
-        """The losses of the packed padded minibatch: with the hand-written
-        backward (:func:`explicit_gradient_ppo_loss`) unless compiled or
-        ``PVG_LEAN_STEP=0``, else :func:`ppo_loss`; same values."""
+        """The losses of the packed padded minibatch: ``lean``, with the
+        hand-written backward (:func:`explicit_gradient_ppo_loss`), else
+        :func:`ppo_loss`; same values."""
         inputs, mb, weight = padded_minibatches.unpack(frames, floats, integers)
         output = self.agent(*inputs)
-        # (compile_loss first: torch.compile need not trace the switch)
-        if not self.compile_loss and lean_step():
+        if lean:
             return explicit_gradient_ppo_loss(
                 output, mb, self.weights, weight, self._loss_constants
             )
