@@ -69,7 +69,7 @@ def main() -> None:
             weight = (torch.arange(len(rows)) < sizes[0]).float().to(setup.device)
             updater._step(rows, weight)  # loads the minibatch; creates lazy state
             with OperationCounter() as counter:
-                updater._padded_step()
+                updater._padded_step(lean == "1")
             figures[f"{name}_operations{suffix}"] = counter.total
             if lean == "0":
                 figures[f"{name}_fewer_operations_percent"] = 100 * (

@@ -1,8 +1,10 @@
 """The PPO loss of one minibatch, in PyTorch operations.
 
 The clipped surrogate, the value loss and the entropy bonus of one agent's
-minibatch, with per-minibatch advantage normalisation. On the CPU the trainer's
-eager path computes the same with the fused kernel of
+minibatch, with per-minibatch advantage normalisation: :func:`ppo_loss` with
+autograd's backward pass, and for the padded minibatches of a captured step
+:func:`explicit_gradient_ppo_loss` with a hand-written one (fewer kernels). On the
+CPU the trainer's eager path computes the same with the fused kernel of
 :mod:`pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_loss`.
 """
 
@@ -175,9 +177,9 @@ class _ExplicitGradientLoss(torch.autograd.Function):
         node = minibatch["node"]
         log_prob = log_p.gather(1, node[:, None]).squeeze(1)
         decision_parts: tuple[Tensor, ...] = ()
+        node_entropy = entropy
         if decision_logits is None:
             decision_entropy = torch.zeros_like(entropy)
-            node_entropy = entropy
         else:
             restricted = restrict_decisions(
                 decision_logits, minibatch["decision_allowed"]
@@ -185,7 +187,6 @@ class _ExplicitGradientLoss(torch.autograd.Function):
             d_log_p, d_p, decision_entropy = _log_softmax_parts(restricted)
             decision = minibatch["decision"]
             log_prob = log_prob + d_log_p.gather(1, decision[:, None]).squeeze(1)
-            node_entropy = entropy
             entropy = entropy + decision_entropy
             decision_parts = (d_log_p, d_p, decision_entropy, decision)
         advantage = minibatch["advantage"]

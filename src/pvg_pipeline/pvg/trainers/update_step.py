@@ -11,7 +11,13 @@ parameter tensors. :class:`AgentUpdater` computes the same thing with
   same arithmetic as per-parameter Adam);
 - static input buffers of the whole collection and a fixed minibatch of
   ``minibatch_size`` rows given by an index and a 0/1 weight (the last, shorter
-  minibatch of an epoch is padded with weight-0 copies of a real sample);
+  minibatch of an epoch is padded with weight-0 copies of a real sample), its
+  per-row data packed for the whole iteration beforehand
+  (:mod:`~pvg_pipeline.pvg.trainers.padded_minibatches`);
+- on the padded path, the loss's gradient in closed form
+  (:func:`~pvg_pipeline.pvg.trainers.ppo_loss.explicit_gradient_ppo_loss`) and the
+  gradients copied into the flat buffer at once (``PVG_LEAN_STEP=0``: autograd's
+  backward and accumulation);
 - loss sums accumulated on the device and read once per iteration;
 - on CUDA, the whole step (forward, backward, clipping, Adam) captured once as a
   CUDA graph and replayed for every minibatch.
@@ -221,7 +227,7 @@ class AgentUpdater:
                 self._capture(lean)
             graph = self._graphs.get(lean)
             if graph is None:
-                self._padded_step()
+                self._padded_step(lean)
             else:
                 graph.replay()  # capturing records only: replay runs the step
         return len(sizes)
@@ -243,21 +249,21 @@ class AgentUpdater:
         floats, integers = self._pack(rows[None], weight[None])
         self._floats.copy_(floats[0])
         self._integers.copy_(integers[0])
-        self._padded_step()
+        self._padded_step(lean_step())
 
     def _pack(self, rows: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
         assert self._frames is not None, "load() a collection first"
         normalize = self.weights.normalize_advantage
         return padded_minibatches.pack(self._frames, rows, weights, normalize)
 
-    def _padded_step(self) -> None:
-        """The step a CUDA graph captures: the minibatch in the static buffers."""
+    def _padded_step(self, lean: bool) -> None:
+        """The step a CUDA graph captures: the minibatch in the static buffers;
+        ``lean``: the fewer-kernel formulation (:func:`lean_step`)."""
         if self._loss is None:
             # Fused forward/backward kernels mean fewer launches inside the graph;
             # compiling needs the fixed shapes (no recompilation per minibatch).
             padded = self._padded_losses
             self._loss = torch.compile(padded) if self.compile_loss else padded
-        lean = lean_step()
         loss, losses = self._loss(self._frames, self._floats, self._integers, lean)
         self._optimise(loss, losses, copy_gradients=lean)
 
@@ -361,7 +367,7 @@ class AgentUpdater:
         """
         saved = self._snapshot()
         captured = capture_graph(
-            self._padded_step,
+            lambda: self._padded_step(lean),
             "the PPO step",
             stream=self.stream,
             after_warm_up=lambda: self._restore(saved),
