@@ -186,9 +186,9 @@ class GraphIsomorphismEnv(EnvBase):
     def replace_finished(self, state: TensorDict, finished: Tensor) -> TensorDict:
         """A copy of ``state`` where finished episodes are new ones (same RNG use as
         a masked ``reset``); ``state`` itself is never modified."""
-        if not bool(finished.any()):
+        where = finished.nonzero().squeeze(1)  # (one host sync on a GPU)
+        if len(where) == 0:
             return state
-        where = finished.nonzero().squeeze(1)
         fresh = self._new_states(len(where))
         # Out of place, key by key: earlier observations share tensors with the
         # old state and must not change.
