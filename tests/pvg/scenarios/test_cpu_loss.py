@@ -10,7 +10,6 @@ import torch
 
 from pvg_pipeline.pvg.protocols import Rewards, build_protocol
 from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_loss
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentOutput
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
@@ -22,7 +21,7 @@ from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_KEYS, ppo_loss
 from pvg_pipeline.pvg.trainers.rollouts import collect
 from pvg_pipeline.pvg.trainers.update_step import AgentUpdater
 from tests.pvg.scenarios.calls import record_calls
-from tests.pvg.trainers.loss_cases import SETTINGS, fields, minibatch
+from tests.pvg.trainers.loss_cases import SETTINGS, fields, leaves, minibatch
 from tests.pvg.trainers.test_training import SMALL, _easy_pairs
 
 pytestmark = pytest.mark.skipif(
@@ -31,12 +30,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _loss_and_gradients(output, data, settings, fused):
-    output = AgentOutput(
-        *(
-            None if t is None else t.detach().clone().requires_grad_()
-            for t in fields(output)
-        )
-    )
+    output = leaves(output)
     if fused:
         loss, reported = cpu_loss.fused_ppo_loss(
             output,
