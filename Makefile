@@ -26,3 +26,4 @@ benchmark: setup
 	$(VENV)/bin/python benchmarks/data_generation.py --baseline benchmarks/results/baseline_data_generation.json
 	$(VENV)/bin/python benchmarks/rollout.py --baseline benchmarks/results/baseline_rollout.json
 	$(VENV)/bin/python benchmarks/ppo.py --baseline benchmarks/results/baseline_ppo.json
+	$(VENV)/bin/python benchmarks/step_kernels.py --baseline benchmarks/results/baseline_step_kernels.json
