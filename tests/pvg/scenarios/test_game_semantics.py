@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from pvg_pipeline.pvg.operation_count import OperationCounter
 from pvg_pipeline.pvg.protocols import Decision, Rewards, build_protocol
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import new_episodes, step
 
@@ -198,3 +199,29 @@ def test_parameter_check_of_verifier_turns_agrees_with_the_protocols():
                     except ValueError:
                         valid = False
                     assert valid == verifier_can_decide(rounds, minimum, first)
+
+
+def test_a_step_reads_nothing_back_to_the_host():
+    """On a GPU a host read is a synchronisation per step (``one_hot`` used to
+    check its indices' range that way)."""
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    state, tables = _start(protocol, [True, False, True, False])
+    with OperationCounter() as counter:
+        _play(protocol, tables, state, [[0, 5]] * 4, [ACC, REJ, CONT, CONT])
+    host_reads = {"_local_scalar_dense", "item", "nonzero", "is_nonzero"}
+    assert counter.total > 10
+    assert not host_reads & set(counter.counts), counter.counts
+
+
+def test_the_message_is_the_chosen_node_of_the_active_agent():
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    state, tables = _start(protocol, [True, False])
+    active = state["active"]
+    state, _, _ = _play(protocol, tables, state, [[2, 5], [7, 1]], [CONT, CONT])
+    written = state["message_history"][:, 0].sum(1).flatten(1)  # (batch, 2N)
+    for env in range(2):
+        expected = torch.zeros(2 * N)
+        for agent, node in enumerate([[2, 5], [7, 1]][env]):
+            if active[env, agent]:
+                expected[node] = 1.0
+        assert torch.equal(written[env].clamp(max=1.0), expected), env

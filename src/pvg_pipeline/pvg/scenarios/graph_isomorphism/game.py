@@ -103,9 +103,11 @@ def step(
     round_number = state["round"]
     active = state["active"]
     max_nodes = state["adjacency"].shape[-1]
-    # Messages: each active agent writes its one-hot node to its channels.
-    one_hot = torch.nn.functional.one_hot(node, 2 * max_nodes).float()
-    one_hot = one_hot * active[..., None]
+    # Messages: each active agent writes its one-hot node to its channels. (A
+    # comparison, not one_hot(), which reads the indices' range back to the host:
+    # a synchronisation per step on a GPU.)
+    positions = torch.arange(2 * max_nodes, device=node.device)
+    one_hot = ((node[..., None] == positions) & active[..., None]).float()
     per_channel = torch.einsum("ban,ac->bcn", one_hot, tables.writes).clamp(max=1.0)
     history = state["message_history"].clone()
     history[rows, round_number.clamp(max=protocol.max_rounds - 1)] = torch.maximum(
