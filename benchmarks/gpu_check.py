@@ -31,12 +31,13 @@ from _common import paper_setup, parser
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS, step
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
     MultiAgentPolicy,
     action_log_prob,
 )
 from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
 from pvg_pipeline.pvg.trainers.rollouts import collect
 
 
@@ -81,6 +82,18 @@ def main() -> None:
             worst = max(worst, float((log_prob - mb["log_prob"][:, index]).abs().max()))
     check(
         "captured acting step", worst < 1e-4, f"max |log-prob difference| {worst:.2e}"
+    )
+    player = (  # (on the CPU the trainer acts without the wrapper)
+        graphed
+        if isinstance(graphed, GraphedPolicy)
+        else GraphedPolicy(MultiAgentPolicy(agents, protocol, only_active=False))
+    )
+    with torch.no_grad():
+        mismatches = _game_step_mismatches(player, env, steps=4)
+    check(
+        "captured game step = eager game step",
+        not mismatches and (player.graphed or device.type != "cuda"),
+        f"graphed {player.graphed}, mismatched {mismatches or 'nothing'}",
     )
     estimate = ppo.advantage_estimator(agents, config, device)
     with torch.no_grad():
@@ -162,6 +175,29 @@ def main() -> None:
         gap = _streams_gap(agents, experience, advantages, returns, config)
         check("agents on their own streams = one after the other", gap == 0, f"{gap}")
     sys.exit(1 if failures else 0)
+
+
+def _game_step_mismatches(policy, env, steps: int) -> list[str]:
+    """What differs between the graphed policy's game step (captured with its
+    acting step) and the eager game step given the same actions, over ``steps``
+    steps (the first captures, the others replay)."""
+    env.reset()
+    state, game = env.state, (env.protocol, env.tables, env.reward_constants)
+    mismatches = []
+    for index in range(steps):
+        observation, played, reward, done = policy.play(state, *game)
+        expected, expected_reward, expected_done = step(
+            state, observation["node"], observation["decision"], *game
+        )
+        for key in expected.keys():
+            if not torch.equal(played[key], expected[key]):
+                mismatches.append(f"{key} at step {index}")
+        if not torch.equal(reward, expected_reward):
+            mismatches.append(f"reward at step {index}")
+        if not torch.equal(done, expected_done):
+            mismatches.append(f"done at step {index}")
+        state = env.replace_finished(played, done)
+    return mismatches
 
 
 def _streams_gap(agents, experience, advantages, returns, config) -> float:

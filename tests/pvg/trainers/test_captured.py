@@ -13,6 +13,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import step
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers import ppo
 from pvg_pipeline.pvg.trainers.captured import CapturedCall, capture_graph
@@ -50,9 +51,34 @@ def test_graphed_policy_acts_like_its_policy_where_nothing_is_captured(small_pai
     for key in ("node", "decision", "log_prob", "value", "message_history"):
         torch.testing.assert_close(graphed.data[key], plain.data[key], msg=key)
     torch.testing.assert_close(graphed.reward, plain.reward)
+    torch.testing.assert_close(graphed.outcomes.label, plain.outcomes.label)
     assert graphed.done.any()
     with pytest.raises(ValueError, match="only_active=False"):
         GraphedPolicy(MultiAgentPolicy(agents, protocol))
+
+
+def test_graphed_play_acts_and_steps_the_game(small_pairs, monkeypatch):
+    """``collect`` plays through the wrapper's combined call; unchanged state keys
+    keep their tensors, and the wrapper refuses a second game (its graph holds
+    the first one's tables)."""
+    protocol, agents, env = _game(small_pairs, torch.device("cpu"))
+    graphed = GraphedPolicy(MultiAgentPolicy(agents, protocol, only_active=False))
+    calls = []
+    original = graphed.play
+    monkeypatch.setattr(graphed, "play", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        collect(env, graphed, CONFIG.steps_per_iteration)
+        assert len(calls) == CONFIG.steps_per_iteration
+        state = env.state
+        game = (env.protocol, env.tables, env.reward_constants)
+        observation, played, _, _ = original(state, *game)
+    assert played["adjacency"] is state["adjacency"]
+    assert played["label"] is state["label"]
+    assert torch.equal(played["round"], state["round"] + 1)
+    assert set(observation.keys()) >= {"node", "decision", "log_prob", "value"}
+    other = GraphIsomorphismEnv(small_pairs, protocol, Rewards(), CONFIG.num_envs)
+    with pytest.raises(ValueError, match="one game"):
+        original(state, other.protocol, other.tables, other.reward_constants)
 
 
 def test_advantage_estimator_on_the_cpu_is_compute_advantages(small_pairs):
@@ -163,3 +189,25 @@ def test_captured_advantages_match_the_eager_ones(small_pairs):
                 torch.testing.assert_close(value, reference, rtol=1e-5, atol=1e-6)
     eager = ppo.advantage_estimator(agents, replace(CONFIG, cuda_graphs=False), device)
     assert eager(experience)[0].shape == expected[0].shape
+
+
+@pytest.mark.gpu
+def test_the_captured_game_step_is_the_eager_one(small_pairs):
+    """Given the actions the graph sampled, its game step equals the eager one,
+    at capture and at every replay."""
+    protocol, agents, env = _game(small_pairs, torch.device("cuda"))
+    graphed = GraphedPolicy(MultiAgentPolicy(agents, protocol, only_active=False))
+    env.reset()
+    state, game = env.state, (env.protocol, env.tables, env.reward_constants)
+    with torch.no_grad():
+        for _ in range(4):
+            observation, played, reward, done = graphed.play(state, *game)
+            expected, expected_reward, expected_done = step(
+                state, observation["node"], observation["decision"], *game
+            )
+            for key in expected.keys():
+                assert torch.equal(played[key], expected[key]), key
+            assert torch.equal(reward, expected_reward)
+            assert torch.equal(done, expected_done)
+            state = env.replace_finished(played, done)
+    assert graphed.graphed

@@ -75,17 +75,18 @@ def collect(
         "rounds": [],
         "returns": [],
     }
+    # A graphed policy (CUDA) plays the game step inside its graph too.
+    play = getattr(policy, "play", None)
+    game = (env.protocol, env.tables, env.reward_constants)
     for _ in range(steps):
-        observation = policy(state.select(*OBSERVATION_KEYS))
+        if play is not None:
+            observation, state, reward, done = play(state, *game)
+        else:
+            observation = policy(state.select(*OBSERVATION_KEYS))
+            state, reward, done = step(
+                state, observation["node"], observation["decision"], *game
+            )
         stored.append(observation.select(*_STORED))
-        state, reward, done = step(
-            state,
-            observation["node"],
-            observation["decision"],
-            env.protocol,
-            env.tables,
-            env.reward_constants,
-        )
         rewards.append(reward)
         dones.append(done)
         episode_return = episode_return + reward
