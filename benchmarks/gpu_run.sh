@@ -5,8 +5,9 @@
 # device, by
 #   bash benchmarks/gpu_prepare.sh
 # Results go to $OUT (or ./gpu-results).
-#   bash benchmarks/gpu_run.sh           CUDA graphs with and without the two streams and
-#                                        the lean step, 3.5 min of training (~8 min)
+#   bash benchmarks/gpu_run.sh           CUDA graphs with and without the two streams,
+#                                        the lean step and the captured game step, then
+#                                        3 min of training (~8-9 min)
 #   bash benchmarks/gpu_run.sh compile   the captured step with a compiled loss (~3 min)
 set -u
 export PYTHONUNBUFFERED=1
@@ -35,15 +36,25 @@ if ! grep -q "^PASS agents on their own streams" "$OUT/gpu_check.log"; then
   export PVG_CUDA_STREAMS=0
 fi
 # Likewise the eighth session's lean step (explicit loss gradient, no gradient
-# accumulation): if the captured step does not match the plain one, time without it.
-if grep -q "^FAIL one captured gradient step: " "$OUT/gpu_check.log"; then
+# accumulation): if the step is not captured or does not match the plain one,
+# time the rest without it.
+if grep -q "^FAIL one captured gradient step" "$OUT/gpu_check.log" ||
+  ! grep -q "^PASS one captured gradient step: gradient" "$OUT/gpu_check.log"; then
   echo "lean captured step not confirmed by gpu_check: PVG_LEAN_STEP=0 below"
   export PVG_LEAN_STEP=0
+fi
+# And the eighth session's game step captured with the acting step.
+if ! grep -q "^PASS captured game step" "$OUT/gpu_check.log"; then
+  echo "captured game step not confirmed by gpu_check: PVG_GRAPHED_GAME_STEP=0 below"
+  export PVG_GRAPHED_GAME_STEP=0
 fi
 timeout 75 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
   --alternate PVG_CUDA_STREAMS --output "$OUT/ppo_cuda_graphs.json"
 # The eighth session's captured step with about a third fewer kernels, vs without.
 timeout 75 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
   --alternate PVG_LEAN_STEP --output "$OUT/ppo_cuda_lean_step.json"
-timeout 260 python3 train_throughput.py --bundle "$BUNDLE" --device cuda --minutes 3.5 \
+# And its captured game step (collection), vs the eager game step after acting.
+timeout 75 python3 ppo.py --bundle "$BUNDLE" --device cuda --iterations 8 \
+  --alternate PVG_GRAPHED_GAME_STEP --output "$OUT/ppo_cuda_game_step.json"
+timeout 230 python3 train_throughput.py --bundle "$BUNDLE" --device cuda --minutes 3 \
   --output "$OUT/train_throughput_cuda.json"

@@ -17,7 +17,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import step
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers import ppo
 from pvg_pipeline.pvg.trainers.captured import CapturedCall, capture_graph
-from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
+from pvg_pipeline.pvg.trainers.graphed_policy import GAME_STEP_SWITCH, GraphedPolicy
 from pvg_pipeline.pvg.trainers.rollouts import collect
 from tests.pvg.trainers.test_training import TINY
 
@@ -79,6 +79,10 @@ def test_graphed_play_acts_and_steps_the_game(small_pairs, monkeypatch):
     other = GraphIsomorphismEnv(small_pairs, protocol, Rewards(), CONFIG.num_envs)
     with pytest.raises(ValueError, match="one game"):
         original(state, other.protocol, other.tables, other.reward_constants)
+    monkeypatch.setenv(GAME_STEP_SWITCH, "0")  # the eager game step after acting
+    with torch.no_grad():
+        collect(env, graphed, CONFIG.steps_per_iteration)
+    assert len(calls) == CONFIG.steps_per_iteration
 
 
 def test_advantage_estimator_on_the_cpu_is_compute_advantages(small_pairs):

@@ -14,6 +14,9 @@ copies instead of ~60 small eager operations.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 
@@ -23,6 +26,9 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers.captured import CapturedCall
 
 ACTION_KEYS = ("node", "decision", "log_prob", "value")
+#: ``PVG_GRAPHED_GAME_STEP=0``: a collection runs the game step eagerly after the
+#: acting graph (as before the eighth session), e.g. to measure the difference.
+GAME_STEP_SWITCH = "PVG_GRAPHED_GAME_STEP"
 #: The state a game step reads besides the observation.
 _GAME_KEYS = ("label", "participants", "decision")
 #: The state keys a game step changes (the others keep their tensors).
@@ -110,3 +116,13 @@ class GraphedPolicy:
     def graphed(self) -> bool:
         """Whether the acting step runs as a captured graph."""
         return self._act.graphed or (self._play is not None and self._play.graphed)
+
+
+def game_player(
+    policy: object,
+) -> Callable[..., tuple[TensorDict, TensorDict, Tensor, Tensor]] | None:
+    """:meth:`GraphedPolicy.play` of ``policy`` if it is a graphed policy and
+    ``PVG_GRAPHED_GAME_STEP`` is not ``0``, else ``None``."""
+    if not isinstance(policy, GraphedPolicy):
+        return None
+    return policy.play if os.environ.get(GAME_STEP_SWITCH, "1") != "0" else None

@@ -15,6 +15,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS, step
+from pvg_pipeline.pvg.trainers.graphed_policy import game_player
 
 _STORED = (*OBSERVATION_KEYS, "node", "decision", "log_prob", "value")
 
@@ -76,7 +77,7 @@ def collect(
         "returns": [],
     }
     # A graphed policy (CUDA) plays the game step inside its graph too.
-    play = getattr(policy, "play", None)
+    play = game_player(policy)
     game = (env.protocol, env.tables, env.reward_constants)
     for _ in range(steps):
         if play is not None:
