@@ -31,6 +31,8 @@ ACTION_KEYS = ("node", "decision", "log_prob", "value")
 GAME_STEP_SWITCH = "PVG_GRAPHED_GAME_STEP"
 #: The state a game step reads besides the observation.
 _GAME_KEYS = ("label", "participants", "decision")
+#: What the captured acting and game step reads.
+_PLAY_KEYS = (*OBSERVATION_KEYS, *_GAME_KEYS)
 #: The state keys a game step changes (the others keep their tensors).
 _CHANGED_KEYS = ("message_history", "round", "decision", "active", "decision_allowed")
 
@@ -85,8 +87,7 @@ class GraphedPolicy:
         elif any(a is not b for a, b in zip(self._game or (), game, strict=True)):
             # The graph holds the first game's tables and reward constants.
             raise ValueError("a graphed policy plays one game (protocol, rewards)")
-        inputs = (*OBSERVATION_KEYS, *_GAME_KEYS)
-        outputs = self._play(*(state[key] for key in inputs))
+        outputs = self._play(*(state[key] for key in _PLAY_KEYS))
         actions = outputs[: len(ACTION_KEYS)]
         changed = outputs[len(ACTION_KEYS) : -2]
         observation = state.select(*OBSERVATION_KEYS)
@@ -99,9 +100,8 @@ class GraphedPolicy:
 
     def _act_and_play(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         assert self._game is not None
-        keys = (*OBSERVATION_KEYS, *_GAME_KEYS)
         state = TensorDict(
-            dict(zip(keys, inputs, strict=True)), batch_size=inputs[0].shape[:1]
+            dict(zip(_PLAY_KEYS, inputs, strict=True)), batch_size=inputs[0].shape[:1]
         )
         actions = self._actions(*inputs[: len(OBSERVATION_KEYS)])
         next_state, reward, done = step(state, actions[0], actions[1], *self._game)

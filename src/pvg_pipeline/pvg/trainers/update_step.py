@@ -221,8 +221,7 @@ class AgentUpdater:
         floats, integers = self._pack(rows, weights)
         lean = lean_step()
         for step in range(len(sizes)):
-            self._floats.copy_(floats[step])
-            self._integers.copy_(integers[step])
+            self._set_minibatch(floats[step], integers[step])
             if lean not in self._graphs and self.graphed:
                 self._capture(lean)
             graph = self._graphs.get(lean)
@@ -247,9 +246,13 @@ class AgentUpdater:
             self._optimise(*self._losses(self._frames, rows), copy_gradients=False)
             return
         floats, integers = self._pack(rows[None], weight[None])
-        self._floats.copy_(floats[0])
-        self._integers.copy_(integers[0])
+        self._set_minibatch(floats[0], integers[0])
         self._padded_step(lean_step())
+
+    def _set_minibatch(self, floats: Tensor, integers: Tensor) -> None:
+        """Copy one packed minibatch into the static buffers the padded step reads."""
+        self._floats.copy_(floats)
+        self._integers.copy_(integers)
 
     def _pack(self, rows: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
         assert self._frames is not None, "load() a collection first"
