@@ -150,25 +150,42 @@ def add_alternate_option(options: argparse.ArgumentParser) -> None:
     """``--alternate VAR``: also time with ``VAR=0`` (e.g. a fused kernel off),
     interleaved with the default in one process, so that the drift of a shared
     machine's speed hits both alike; those figures are prefixed ``VAR_off_``.
-    ``VAR1+VAR2`` sets several variables to ``0`` together."""
+    ``VAR1+VAR2`` sets several variables to ``0`` together; ``VAR1,VAR2`` times
+    each off in turn (three variants), which saves a process start per switch."""
     options.add_argument(
         "--alternate",
         metavar="VAR",
-        help="also time with environment variable VAR=0 (VAR1+VAR2: several), "
-        "interleaved in one process (figures prefixed VAR_off_)",
+        help="also time with environment variable VAR=0 (VAR1+VAR2: several "
+        "together; VAR1,VAR2: each in turn), interleaved in one process "
+        "(figures prefixed VAR_off_)",
     )
+
+
+def _alternate_groups(args: argparse.Namespace) -> list[str]:
+    return [g for g in (args.alternate or "").split(",") if g]
 
 
 def variants(args: argparse.Namespace) -> list[str]:
     """Figure-name prefixes of the variants to time: ``""`` (as configured) and,
-    with ``--alternate VAR``, ``"VAR_off_"`` (``VAR=0``)."""
-    return [""] + ([f"{args.alternate}_off_"] if args.alternate else [])
+    for each group of ``--alternate VAR1,VAR2+VAR3``, ``"VAR1_off_"``,
+    ``"VAR2+VAR3_off_"`` (those variables ``0``)."""
+    return [""] + [f"{group}_off_" for group in _alternate_groups(args)]
 
 
 def select_variant(args: argparse.Namespace, variant: str) -> None:
-    """Set the environment for ``variant`` (see :func:`variants`)."""
-    for name in args.alternate.split("+") if args.alternate else []:
-        if variant:
-            os.environ[name] = "0"
-        else:
+    """Set the environment for ``variant`` (see :func:`variants`): the switched
+    variables keep the values they had when the benchmark started, except those
+    of ``variant``'s group, which are ``0``."""
+    groups = _alternate_groups(args)
+    outer = args.__dict__.setdefault(
+        "_outer_environment",
+        {n: os.environ.get(n) for g in groups for n in g.split("+")},
+    )
+    for name, value in outer.items():
+        if value is None:
             os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if variant:
+        for name in variant.removesuffix("_off_").split("+"):
+            os.environ[name] = "0"

@@ -83,6 +83,9 @@ def main() -> None:
     durations = [b - a for a, b in zip([start, *stamps], stamps, strict=False)]
     steady = durations[1:] or durations
     per_iteration = statistics.median(steady)
+    # The mean over the steady iterations also counts rare slow ones (logging,
+    # a late capture), which the median leaves out.
+    mean_iteration = statistics.fmean(steady)
     frames = config.num_envs * config.steps_per_iteration
     agents = {name: agent.cpu() for name, agent in setup.agents.items()}
     episodes = evaluation.play_episodes(agents, setup.protocol, setup.test_pairs)
@@ -99,6 +102,8 @@ def main() -> None:
         "projected_minutes_for_configured_run": per_iteration
         * configured.iterations
         / 60,
+        "mean_iteration_seconds": mean_iteration,
+        "projected_minutes_from_mean": mean_iteration * configured.iterations / 60,
         "configured_iterations": configured.iterations,
         "verifier_test_accuracy": evaluation.summary_metrics(episodes)["accuracy"],
         **peak_memory(device),

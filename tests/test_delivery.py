@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -27,6 +28,33 @@ def test_dockerfile_passes_hadolint():
     assert "WANDB_API_KEY=" not in text  # the key only comes from the run-time env
 
 
+def test_alternate_variants_switch_one_group_and_keep_the_outer_environment(
+    monkeypatch,
+):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from _common import select_variant, variants
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    monkeypatch.setenv("PVG_A", "0")  # e.g. turned off by gpu_run.sh beforehand
+    monkeypatch.delenv("PVG_B", raising=False)
+    monkeypatch.delenv("PVG_C", raising=False)
+    args = argparse.Namespace(alternate="PVG_A,PVG_B+PVG_C")
+    names = variants(args)
+    assert names == ["", "PVG_A_off_", "PVG_B+PVG_C_off_"]
+    states = []
+    for name in [*names, ""]:
+        select_variant(args, name)
+        states.append(tuple(os.environ.get(v) for v in ("PVG_A", "PVG_B", "PVG_C")))
+    assert states == [
+        ("0", None, None),
+        ("0", None, None),
+        ("0", "0", "0"),
+        ("0", None, None),
+    ]
+    assert variants(argparse.Namespace(alternate=None)) == [""]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "arguments", "figure"),
@@ -39,8 +67,13 @@ def test_dockerfile_passes_hadolint():
         ),
         (
             "ppo.py",
-            ["--iterations", "1", "--alternate", "PVG_FUSED_CPU_GIN"],
-            "PVG_FUSED_CPU_GIN_off_iteration_seconds",
+            [
+                "--iterations",
+                "1",
+                "--alternate",
+                "PVG_FUSED_CPU_GIN,PVG_FUSED_CPU_LOSS",
+            ],
+            "PVG_FUSED_CPU_LOSS_off_iteration_seconds",
         ),
         ("step_kernels.py", [], "verifier_fewer_operations_percent"),
         (
