@@ -7,6 +7,8 @@ correct +1, prover convinced +2, incorrect -4, continue +8, timeout -16.
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDict
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pvg_pipeline.pvg.operation_count import OperationCounter
 from pvg_pipeline.pvg.protocols import Decision, Rewards, build_protocol
@@ -225,3 +227,42 @@ def test_the_message_is_the_chosen_node_of_the_active_agent():
             if active[env, agent]:
                 expected[node] = 1.0
         assert torch.equal(written[env].clamp(max=1.0), expected), env
+
+
+class _MixedDevices(TorchDispatchMode):
+    """Records the operations given tensors (not 0-d scalars) on several devices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixed: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        flat = [*args, *(kwargs or {}).values()]
+        flat = [x for a in flat for x in (a if isinstance(a, list | tuple) else [a])]
+        devices = {x.device for x in flat if isinstance(x, torch.Tensor) and x.dim()}
+        if len(devices) > 1:
+            self.mixed.append(f"{func}: {devices}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_step_makes_its_tensors_on_the_device_of_its_inputs():
+    """Inside a captured graph the state is a TensorDict without a device; a step
+    must still make every tensor where its inputs are (the first GPU run of the
+    captured game step failed on an index made on the CPU). The meta device
+    stands in for the GPU, where mixing in a CPU tensor fails the capture."""
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    state, tables = _start(protocol, [True, False])
+    meta = TensorDict(
+        {key: value.to("meta") for key, value in state.items()},
+        batch_size=state.batch_size,
+    )
+    assert meta.device is None
+    meta_tables = type(tables)(**{k: v.to("meta") for k, v in vars(tables).items()})
+    nodes, decisions = torch.tensor([[2, 5], [7, 1]]), torch.tensor([CONT, CONT])
+    with _MixedDevices() as mode:
+        next_state, reward, done = step(
+            meta, nodes.to("meta"), decisions.to("meta"), protocol, meta_tables, R
+        )
+    assert not mode.mixed
+    tensors = [*next_state.values(), reward, done]
+    assert {t.device.type for t in tensors} == {"meta"}

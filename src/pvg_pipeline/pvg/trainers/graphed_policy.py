@@ -101,7 +101,9 @@ class GraphedPolicy:
     def _act_and_play(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         assert self._game is not None
         state = TensorDict(
-            dict(zip(_PLAY_KEYS, inputs, strict=True)), batch_size=inputs[0].shape[:1]
+            dict(zip(_PLAY_KEYS, inputs, strict=True)),
+            batch_size=inputs[0].shape[:1],
+            device=inputs[0].device,
         )
         actions = self._actions(*inputs[: len(OBSERVATION_KEYS)])
         next_state, reward, done = step(state, actions[0], actions[1], *self._game)

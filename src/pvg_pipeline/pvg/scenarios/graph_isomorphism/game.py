@@ -99,8 +99,10 @@ def step(
         Next state, per-agent rewards and whether each episode ended.
     """
     batch = state.batch_size[0]
-    rows = torch.arange(batch, device=state.device)
     round_number = state["round"]
+    # The tensors' device, not ``state.device``: a TensorDict built without one
+    # (as inside a captured graph) has ``None``, which would put ``rows`` on the CPU.
+    rows = torch.arange(batch, device=round_number.device)
     active = state["active"]
     max_nodes = state["adjacency"].shape[-1]
     # Messages: each active agent writes its one-hot node to its channels. (A
