@@ -5,7 +5,8 @@ Usage::
     .venv/bin/python benchmarks/train_throughput.py --env gi_ppo --device cuda --minutes 6
 
 Trains the environment's protocol and agents with its PPO settings for as many
-iterations as fit in ``--minutes``, then evaluates the verifier on a test split.
+iterations as fit in ``--minutes`` (at most ``--iterations``), then evaluates the
+verifier on a test split.
 Prints seconds per iteration (median after warm-up), training frames/s, the
 projected time for the configured number of iterations, peak CPU/GPU memory and the
 verifier's test accuracy. This is issue 7's GPU check when run on an H100.
@@ -32,6 +33,12 @@ def main() -> None:
     """Run the benchmark."""
     options = parser(__doc__.splitlines()[0])
     options.add_argument("--minutes", type=float, default=6.0)
+    options.add_argument(
+        "--iterations",
+        type=int,
+        help="stop after this many iterations if the time budget is not used up "
+        "first (to compare test accuracy at the same point of training)",
+    )
     options.add_argument("--train-pairs", type=int, default=10_000)
     options.add_argument("--test-pairs", type=int, default=1_000)
     options.add_argument(
@@ -62,7 +69,7 @@ def main() -> None:
                 f"rollout accuracy {metrics['verifier_accuracy']:.3f}",
                 flush=True,
             )
-        if stamps[-1] > deadline:
+        if stamps[-1] > deadline or len(stamps) == args.iterations:
             raise _OutOfTime
 
     start = time.perf_counter()

@@ -78,7 +78,7 @@ def test_alternate_variants_switch_one_group_and_keep_the_outer_environment(
         ("step_kernels.py", [], "verifier_fewer_operations_percent"),
         (
             "train_throughput.py",
-            ["--minutes", "0.02", "--train-pairs", "200"],
+            ["--minutes", "2", "--iterations", "2", "--train-pairs", "200"],
             "training_frames_per_second",
         ),
     ],
@@ -105,6 +105,9 @@ def test_benchmark_smoke(tmp_path, script, arguments, figure):
     figures = json.loads(output.read_text())["figures"]
     assert figures[figure] > 0
     assert figures["peak_rss_mib"] > 0
+    if "--iterations" in arguments and script == "train_throughput.py":
+        limit = int(arguments[arguments.index("--iterations") + 1])
+        assert figures["iterations_run"] == limit  # stopped there, not at 2 min
     again = subprocess.run(
         [
             *command,
