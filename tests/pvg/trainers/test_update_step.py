@@ -106,6 +106,40 @@ def test_fixed_shape_update_matches_the_plain_update(collection, fixed_shape):
         assert (fast_step - plain_step).norm() / plain_step.norm() < 1e-2
 
 
+@pytest.mark.parametrize("fixed_shape", [False, True])
+def test_update_equals_the_plain_update_in_float64(collection, fixed_shape):
+    """In float64 rounding no longer hides a difference: a whole update (3 epochs,
+    several minibatches, the last one short, so padded on the fixed-shape path)
+    must give the plain update's parameters to ~1e-11. A minibatch packed with
+    the wrong rows or advantages normalised over the wrong rows moves them by
+    ~1e-2 (the float32 test above allows that much)."""
+    agents, experience, advantages, returns = collection
+
+    def double(tensors):
+        return tensors.apply(lambda t: t.double() if t.is_floating_point() else t)
+
+    experience = replace(
+        experience,
+        data=double(experience.data),
+        reward=experience.reward.double(),
+        final_observation=double(experience.final_observation),
+    )
+    agents = {n: copy.deepcopy(a).double() for n, a in agents.items()}
+    collection64 = (agents, experience, advantages.double(), returns.double())
+    plain_agents, plain_losses, fast_agents, losses, updaters = _update_both_ways(
+        collection64, CONFIG, fixed_shape
+    )
+    for name, updater in updaters.items():
+        assert updater.fixed_shape == fixed_shape
+        updater.release()
+        assert losses[name] == pytest.approx(plain_losses[name], rel=1e-9, abs=1e-12)
+        start = _flat(agents[name])
+        fast_step = _flat(fast_agents[name]) - start
+        plain_step = _flat(plain_agents[name]) - start
+        assert fast_step.dtype == torch.float64 and plain_step.norm() > 0
+        assert (fast_step - plain_step).norm() / plain_step.norm() < 1e-8
+
+
 def _flat(agent, grad=False):
     return torch.cat(
         [(p.grad if grad else p).detach().reshape(-1) for p in agent.parameters()]

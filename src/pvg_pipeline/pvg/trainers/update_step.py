@@ -141,7 +141,7 @@ class AgentUpdater:
         self.index = index
         self.weights = weights
         self.flat = FlatParameters(agent)
-        device = self.flat.parameter.device
+        device, dtype = self.flat.parameter.device, self.flat.parameter.dtype
         self.graphed = cuda_graph and device.type == "cuda"
         # Padded minibatches of one shape: needed by the graph, testable on CPU.
         self.fixed_shape = self.graphed
@@ -155,12 +155,14 @@ class AgentUpdater:
         self.minibatch_size = minibatch_size
         self._frames: dict[str, Tensor] | None = None
         # The padded step's minibatch (see padded_minibatches), copied in per step.
-        self._floats = torch.zeros(len(FLOAT_KEYS), minibatch_size, device=device)
+        self._floats = torch.zeros(
+            len(FLOAT_KEYS), minibatch_size, dtype=dtype, device=device
+        )
         self._integers = torch.zeros(
             len(INTEGER_KEYS), minibatch_size, dtype=torch.int64, device=device
         )
-        self.totals = torch.zeros(len(LOSS_NAMES), device=device)
-        self._loss_constants = loss_constants(weights, device)
+        self.totals = torch.zeros(len(LOSS_NAMES), dtype=dtype, device=device)
+        self._loss_constants = loss_constants(weights, device).to(dtype)
         self._parameters = list(agent.parameters())  # in the flat buffer's order
         self.compile_loss = compile_loss
         self._loss: Callable[..., tuple[Tensor, Tensor]] | None = None
@@ -217,7 +219,7 @@ class AgentUpdater:
         weights = (
             torch.arange(self.minibatch_size)[None, :]
             < torch.tensor(sizes, dtype=torch.int64)[:, None]
-        ).to(device, torch.float32)
+        ).to(device, self._floats.dtype)
         floats, integers = self._pack(rows, weights)
         lean = lean_step()
         for step in range(len(sizes)):
