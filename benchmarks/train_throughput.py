@@ -39,6 +39,12 @@ def main() -> None:
         help="stop after this many iterations if the time budget is not used up "
         "first (to compare test accuracy at the same point of training)",
     )
+    options.add_argument(
+        "--seed",
+        type=int,
+        help="training seed (pair order, sampling) instead of the configured one, "
+        "e.g. to see how much the test accuracy varies between seeds",
+    )
     options.add_argument("--train-pairs", type=int, default=10_000)
     options.add_argument("--test-pairs", type=int, default=1_000)
     options.add_argument(
@@ -80,7 +86,7 @@ def main() -> None:
             setup.rewards,
             setup.pairs,
             config,
-            setup.seed,
+            setup.seed if args.seed is None else args.seed,
             device,
             on_iteration=on_iteration,
             progress=False,
@@ -102,6 +108,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
         "cuda_graphs": config.cuda_graphs and device.type == "cuda",
         "compile": config.compile,
+        "seed": setup.seed if args.seed is None else args.seed,
         "iterations_run": len(stamps),
         "first_iteration_seconds": durations[0],
         "iteration_seconds": per_iteration,
