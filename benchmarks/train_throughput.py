@@ -54,6 +54,7 @@ def main() -> None:
     args = options.parse_args()
     setup = paper_setup(args, num_pairs=args.train_pairs, test_pairs=args.test_pairs)
     device = setup.device
+    seed = setup.seed if args.seed is None else args.seed
     configured = PPOConfig(**setup.ppo)
     config = replace(
         configured,
@@ -86,7 +87,7 @@ def main() -> None:
             setup.rewards,
             setup.pairs,
             config,
-            setup.seed if args.seed is None else args.seed,
+            seed,
             device,
             on_iteration=on_iteration,
             progress=False,
@@ -108,7 +109,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
         "cuda_graphs": config.cuda_graphs and device.type == "cuda",
         "compile": config.compile,
-        "seed": setup.seed if args.seed is None else args.seed,
+        "seed": seed,
         "iterations_run": len(stamps),
         "first_iteration_seconds": durations[0],
         "iteration_seconds": per_iteration,
