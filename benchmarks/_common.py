@@ -37,7 +37,8 @@ def paper_setup(
 
     Returns a namespace with ``ppo`` (the ``trainer.ppo`` block as a dict),
     ``rewards``, ``seed``, ``device``, ``pairs``, ``test_pairs`` (when asked for),
-    ``protocol`` and ``agents``. With ``--bundle`` everything comes from a file
+    ``protocol`` and ``agents`` (initialised from ``--seed`` if the script has that
+    option and it is given, else from the configured seed). With ``--bundle`` everything comes from a file
     written by ``make_bundle.py``, so that a machine without Kedro, pydantic or
     primesieve (the lent GPU machine) can run the benchmark.
     """
@@ -53,7 +54,9 @@ def paper_setup(
     device = resolve_device(args.device)
     if device.type == "cpu":
         retain_freed_memory()  # as train_ppo does
-    torch.manual_seed(0)
+    # The seed sets the initial weights too, as in the train pipeline.
+    seed = settings["seed"] if getattr(args, "seed", None) is None else args.seed
+    torch.manual_seed(seed)
     agents = build_agents(
         settings["protocol"],
         settings["prover"],
@@ -68,7 +71,7 @@ def paper_setup(
         env=settings["env"],
         ppo=settings["ppo"],
         rewards=settings["rewards"],
-        seed=settings["seed"],
+        seed=seed,
         device=device,
         pairs=pairs,
         test_pairs=settings.get("test_pairs"),

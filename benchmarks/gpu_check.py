@@ -70,13 +70,13 @@ def main() -> None:
     graphed = ppo.acting_policy(agents, protocol, config, device)
     with torch.no_grad():
         try:
-            experience = collect(env, graphed, config.steps_per_iteration)
+            experience = collect(env, graphed, config.steps_per_iteration, config.gamma)
         except Exception as error:  # report it, and check the rest without it
             check("collection with the captured game step runs", False, repr(error))
             os.environ[GAME_STEP_SWITCH] = "0"
             graphed = ppo.acting_policy(agents, protocol, config, device)
-            experience = collect(env, graphed, config.steps_per_iteration)
-        advantages, returns = ppo.compute_advantages(experience, agents, config)
+            experience = collect(env, graphed, config.steps_per_iteration, config.gamma)
+        advantages, returns = ppo.compute_advantages(experience, config)
         data = experience.data.reshape(-1)
         worst = 0.0
         for index, agent in enumerate(agents.values()):
@@ -105,7 +105,7 @@ def main() -> None:
         not mismatches and (player.graphed or device.type != "cuda"),
         f"graphed {player.graphed}, mismatched {mismatches or 'nothing'}",
     )
-    estimate = ppo.advantage_estimator(agents, config, device)
+    estimate = ppo.advantage_estimator(config, device)
     with torch.no_grad():
         for attempt in ("captured", "replayed"):
             values = estimate(experience)
@@ -116,7 +116,7 @@ def main() -> None:
             check(f"{attempt} advantages", gap < 1e-5, f"relative gap {gap:.2e}")
     eager = MultiAgentPolicy(agents, protocol)
     with torch.no_grad():
-        eager_experience = collect(env, eager, 2)
+        eager_experience = collect(env, eager, 2, config.gamma)
     check(
         "eager acting step still runs",
         eager_experience.data.batch_size[0] == 2,

@@ -63,13 +63,9 @@ def main() -> None:
         setup.pairs, protocol, setup.rewards, config.num_envs, 0, device
     )
     policy = ppo.acting_policy(agents, protocol, config, device)
-    estimate_advantages = ppo.advantage_estimator(agents, config, device)
+    estimate_advantages = ppo.advantage_estimator(config, device)
     updaters = {} if args.plain else ppo.make_updaters(agents, agents, config)
-    optimizers = {
-        n: torch.optim.Adam(a.parameters(), lr=config.learning_rate)
-        for n, a in agents.items()
-        if not updaters
-    }
+    optimizers = {} if updaters else ppo.make_optimizers(agents, config)
     shuffle = torch.Generator().manual_seed(1)
     names = variants(args)
     phases = {v: {"collect": [], "advantages": [], "update": []} for v in names}
@@ -79,7 +75,7 @@ def main() -> None:
         times = {}
         start = _now(device)
         with torch.no_grad():
-            experience = collect(env, policy, config.steps_per_iteration)
+            experience = collect(env, policy, config.steps_per_iteration, config.gamma)
             times["collect"] = _now(device) - start
             start = _now(device)
             advantages, returns = estimate_advantages(experience)
@@ -104,7 +100,7 @@ def main() -> None:
         "frames_per_iteration": frames,
         "epochs": config.epochs,
         "minibatch_size": config.minibatch_size,
-        "update_path": "plain" if args.plain else "fixed_shape",
+        "update_path": "fixed_shape" if updaters else "plain",
         "compile": config.compile,
         "cuda_graphs": bool(updaters) and next(iter(updaters.values())).graphed,
     }

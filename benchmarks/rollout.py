@@ -40,7 +40,13 @@ def _torchrl(env: GraphIsomorphismEnv, policy: MultiAgentPolicy, steps: int) -> 
     env.rollout(steps, policy, break_when_any_done=False)
 
 
-RUNNERS: dict[str, Callable] = {"": _torchrl, "collector_": collect}
+def _collector(env: GraphIsomorphismEnv, policy: MultiAgentPolicy, steps: int) -> None:
+    collect(
+        env, policy, steps, gamma=0.95
+    )  # (includes the end-of-collection bootstrap)
+
+
+RUNNERS: dict[str, Callable] = {"": _torchrl, "collector_": _collector}
 
 
 def main() -> None:

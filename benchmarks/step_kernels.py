@@ -43,8 +43,8 @@ def main() -> None:
     )
     policy = ppo.acting_policy(setup.agents, setup.protocol, config, setup.device)
     with torch.no_grad():
-        experience = collect(env, policy, config.steps_per_iteration)
-        advantages, returns = ppo.compute_advantages(experience, setup.agents, config)
+        experience = collect(env, policy, config.steps_per_iteration, config.gamma)
+        advantages, returns = ppo.compute_advantages(experience, config)
     data = experience.data.reshape(-1)
     figures: dict[str, float | int | str] = {"env": setup.env}
     for lean in ("1", "0"):

@@ -42,8 +42,8 @@ def main() -> None:
     options.add_argument(
         "--seed",
         type=int,
-        help="training seed (pair order, sampling) instead of the configured one, "
-        "e.g. to see how much the test accuracy varies between seeds",
+        help="seed (initial weights, pair order, sampling) instead of the configured "
+        "one, e.g. to see how much the test accuracy varies between seeds",
     )
     options.add_argument("--train-pairs", type=int, default=10_000)
     options.add_argument("--test-pairs", type=int, default=1_000)
@@ -54,12 +54,13 @@ def main() -> None:
     args = options.parse_args()
     setup = paper_setup(args, num_pairs=args.train_pairs, test_pairs=args.test_pairs)
     device = setup.device
-    seed = setup.seed if args.seed is None else args.seed
+    seed = setup.seed
     configured = PPOConfig(**setup.ppo)
     config = replace(
         configured,
         iterations=10**9,
         checkpoint_interval=10**9,
+        eval_interval=10**9,
         cuda_graphs=not args.no_cuda_graphs,
         compile=args.compile,
     )

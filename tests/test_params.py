@@ -88,7 +88,9 @@ def test_parameter_error_is_a_value_error_for_python_users():
         parse_parameters(DataGenerationParams, {"pool_size": 1})
 
 
-@pytest.mark.parametrize("env", ["base", "test", "gi_ppo", "gi_solo_agent"])
+@pytest.mark.parametrize(
+    "env", ["base", "test", "gi_ppo", "gi_ppo_reference", "gi_solo_agent"]
+)
 def test_every_environment_validates(env):
     params = parse_parameters(ProjectParameters, load_parameters(env))
     assert params.data_generation.train.seed != params.data_generation.test.seed
@@ -109,7 +111,7 @@ def test_every_environment_validates(env):
         ),
         (
             {"protocol": {"min_message_rounds": 8}},
-            "the verifier never gets a turn at or after round 8",
+            "the verifier never gets a turn at or after round 7",
         ),
         (
             {"agents": {"verifier": {"d_transformer": 10}}},
@@ -123,6 +125,27 @@ def test_every_environment_validates(env):
         ({"trainer": {"ppo": {"gamma": 1.5}}}, "trainer.ppo.gamma = 1.5"),
         ({"trainer": {"ppo": {"lr": 0.1}}}, "trainer.ppo: unknown key(s) 'lr'"),
         ({"tracking": {"mode": "cloud"}}, "tracking.mode = 'cloud'"),
+        (
+            {"trainer": {"ppo": {"value_loss": "huber"}}},
+            "trainer.ppo.value_loss = 'huber': Input should be 'mse' or 'smooth_l1'",
+        ),
+        (
+            {"trainer": {"ppo": {"shared_optimizer": "sometimes"}}},
+            "trainer.ppo.shared_optimizer = 'sometimes'",
+        ),
+        (
+            {"agents": {"prover": {"node_selector_layers": 0}}},
+            "agents.prover.node_selector_layers = 0: Input should be greater than or "
+            "equal to 1",
+        ),
+        (
+            {"agents": {"verifier": {"round_in_heads": "maybe"}}},
+            "agents.verifier.round_in_heads = 'maybe'",
+        ),
+        (
+            {"agents": {"verifier": {"most_recent_message_flag": 2}}},
+            "agents.verifier.most_recent_message_flag = 2",
+        ),
         (
             {"rewards": {"verifier_correct": "high"}},
             "rewards.verifier_correct = 'high'",
@@ -138,3 +161,37 @@ def test_shared_body_needs_identical_architectures():
     assert (
         "shared_body: true needs identical prover and verifier architectures" in message
     )
+
+
+def test_the_reference_environment_sets_the_reference_settings():
+    default = parse_parameters(ProjectParameters, load_parameters("gi_ppo"))
+    params = parse_parameters(ProjectParameters, load_parameters("gi_ppo_reference"))
+    reference = {
+        "activation": "tanh",
+        "node_selector_layers": 2,
+        "round_in_heads": True,
+        "most_recent_message_flag": True,
+    }
+    for agent in (params.agents.prover, params.agents.verifier):
+        assert agent.model_dump(include=set(reference)) == reference
+    ppo = params.trainer.ppo
+    assert (ppo.value_loss, ppo.value_coefficient, ppo.shared_optimizer) == (
+        "smooth_l1",
+        1.0,
+        True,
+    )
+    # Defaults keep today's behaviour; otherwise the two environments agree.
+    assert default.agents.prover.model_dump(include=set(reference)) == {
+        "activation": "relu",
+        "node_selector_layers": 1,
+        "round_in_heads": False,
+        "most_recent_message_flag": False,
+    }
+    assert (default.trainer.ppo.value_loss, default.trainer.ppo.shared_optimizer) == (
+        "mse",
+        False,
+    )
+    assert params.protocol == default.protocol and params.rewards == default.rewards
+    same = {"iterations", "num_envs", "epochs", "minibatch_size", "learning_rate"}
+    assert ppo.model_dump(include=same) == default.trainer.ppo.model_dump(include=same)
+    assert params.data_generation == default.data_generation

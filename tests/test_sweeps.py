@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+import torch
+import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from pvg_pipeline.params import ParameterError
 from pvg_pipeline.sweeps.definition import load_sweep
+from pvg_pipeline.sweeps.runner import SweepPlan
+from tests.conftest import PROJECT
 
 
 def _kedro(root, *args, timeout=600):
@@ -123,6 +128,30 @@ def test_unknown_parameter_path_fails_before_anything_runs(tmp_path):
         load_sweep(conf, "base", "absent", {})
 
 
+def test_a_larger_budget_continues_completed_trials(tmp_path):
+    """The PPO budget is not part of a trial's identity; a trial completed with a
+    smaller budget than asked for is pending again (it resumes its checkpoint)."""
+    conf = tmp_path / "conf"
+    (conf / "base" / "sweeps").mkdir(parents=True)
+    (conf / "base" / "sweeps" / "staged.yml").write_text(
+        "common:\n  trainer.ppo.iterations: 2000\ngrid:\n  seed: [0, 1]\n"
+    )
+    _, full = load_sweep(conf, "base", "staged", {})
+    _, short = load_sweep(conf, "base", "staged", {}, iterations=500)
+    assert [t.trial_id for t in full] == [t.trial_id for t in short]
+    assert [t.overrides["trainer.ppo.iterations"] for t in short] == [500, 500]
+
+    def plan(trials):
+        return SweepPlan(
+            tmp_path, "base", "staged", trials, ["train"], tmp_path, tmp_path
+        )
+
+    record = {"status": "completed", "overrides": short[0].overrides}
+    (tmp_path / f"{short[0].trial_id}.json").write_text(json.dumps(record))
+    assert plan(short).pending() == [short[1]]
+    assert plan(full).pending() == full  # 500 reached, 2000 asked for
+
+
 @pytest.mark.slow
 def test_run_experiment_equals_kedro_run(project_with_data):
     from pvg_pipeline import Parameters, ScenarioType, TrainerType, run_experiment
@@ -155,3 +184,177 @@ def test_run_experiment_equals_kedro_run(project_with_data):
         assert api["metrics"][key] == from_cli[key], key
     with pytest.raises(ParameterError, match="protocol.name = 'chess'"):
         Parameters("graph_isomorphism", "ppo", "test", protocol={"name": "chess"})
+
+
+def _set_parameters(root, **ppo):
+    """Change ``trainer.ppo`` keys in the test environment's own configuration."""
+    path = root / "conf/test/parameters_train.yml"
+    conf = yaml.safe_load(path.read_text())
+    conf["trainer"]["ppo"].update(ppo)
+    path.write_text(yaml.safe_dump(conf))
+
+
+def _latest(root, dataset, name):
+    folder = root / "data" / dataset
+    return sorted(folder.iterdir())[-1] / name
+
+
+@pytest.mark.slow
+def test_interrupted_trial_resumes_from_its_own_checkpoint(project_with_data):
+    root = project_with_data
+    sweeps = root / "conf/test/sweeps"
+    (sweeps / "long.yml").write_text("trials:\n  - {seed: 0}\npipelines: [train]\n")
+    (sweeps / "straight.yml").write_text("trials:\n  - {seed: 0}\npipelines: [train]\n")
+    args = ("sweep", "--env", "test", "--max-parallel", "1", "--sweep")
+    # A 2-iteration trial stands for one stopped after its second checkpoint (the
+    # test environment checkpoints every iteration); its record is then lost, as
+    # when the worker is killed.
+    first = _kedro(root, *args, "long")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (table,) = _results(root, "long")
+    trial = table["trial_id"].iloc[0]
+    folder = root / "data/06_models/checkpoints/sweeps/test/long" / trial
+    (run,) = folder.iterdir()
+    assert sorted(p.name for p in run.iterdir()) == [
+        "iteration_0000001.pt",
+        "iteration_0000002.pt",
+    ]
+    # A sweep of the train pipeline only has no metrics to compare, yet a plot.
+    assert (table["control"].iloc[0], table["iterations"].iloc[0]) == ("none", 2)
+    assert (table["protocol"].iloc[0], table["seed"].iloc[0]) == ("pvg", 0)
+    assert (
+        len(
+            list((root / "data/08_reporting/sweeps/test/long/comparison.png").iterdir())
+        )
+        == 1
+    )
+    state = root / "data/08_reporting/sweeps/test/long/trials" / f"{trial}.json"
+    state.unlink()
+
+    # Re-run with a larger budget: iterations are not part of the fingerprint.
+    _set_parameters(root, iterations=4)
+    second = _kedro(root, *args, "long")
+    assert second.returncode == 0, second.stderr[-3000:]
+    record = json.loads(state.read_text())
+    assert record["resumed_from_iteration"] == 2
+    assert record["resumed_run"] == run.name
+    assert _results(root, "long")[-1]["resumed_from_iteration"].tolist() == [2]
+    assert [p.name for p in folder.iterdir()] == [run.name]  # the same run folder
+    assert len(list(run.iterdir())) == 4
+    training_run = json.loads(
+        _latest(root, "06_models/training_run.json", "training_run.json").read_text()
+    )
+    assert training_run["resumed_from_iteration"] == 2
+    assert training_run["checkpoint_dir"] == str(run)
+    resumed_agents = torch.load(
+        _latest(root, "06_models/agents.pt", "agents.pt"), weights_only=True
+    )
+    resumed = pd.read_csv(
+        _latest(root, "08_reporting/training_history.csv", "training_history.csv")
+    )
+    assert resumed["iteration"].tolist() == [1, 2, 3, 4]
+    assert (
+        _latest(root, "08_reporting/training_curves.png", "training_curves.png")
+    ).stat().st_size > 10_000
+
+    # The same trial trained in one go: same weights, same history.
+    straight = _kedro(root, *args, "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    agents = torch.load(
+        _latest(root, "06_models/agents.pt", "agents.pt"), weights_only=True
+    )
+    for name, entry in agents["agents"].items():
+        weights = resumed_agents["agents"][name]["state_dict"]
+        assert entry["state_dict"].keys() == weights.keys()
+        for key, tensor in entry["state_dict"].items():
+            assert torch.equal(tensor, weights[key]), (name, key)
+    history = pd.read_csv(
+        _latest(root, "08_reporting/training_history.csv", "training_history.csv")
+    )
+    timing = [c for c in history if c == "frames_per_second"]
+    pd.testing.assert_frame_equal(
+        history.drop(columns=timing), resumed.drop(columns=timing)
+    )
+
+    # Other parameters than the checkpoint's: the trial fails and says why.
+    state.unlink()
+    _set_parameters(root, iterations=6, learning_rate=0.001)
+    third = _kedro(root, *args, "long")
+    assert third.returncode == 1
+    error = json.loads(state.read_text())["error"]
+    assert "cannot resume from" in error and "different trainer" in error
+    assert f"move {run} away to train from scratch" in error
+    assert len(list(run.iterdir())) == 4  # nothing was overwritten or added
+
+
+@pytest.mark.slow
+def test_learning_results_of_a_tiny_sweep(project_with_data, tmp_path):
+    root = project_with_data
+    (root / "conf/test/sweeps/learn.yml").write_text(
+        "common: {trainer.ppo.iterations: 3}\n"
+        "trials:\n"
+        "  - {seed: 0}\n"
+        "  - {seed: 0, agents.prover.type: random}\n"
+        "  - {seed: 0, trainer.name: solo_agent, trainer.solo_agent.epochs: 2}\n"
+    )
+    swept = _kedro(root, "sweep", "--env", "test", "--sweep", "learn")
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    (sweep_table,) = _results(root, "learn")
+    assert sweep_table["control"].tolist() == [
+        "none",
+        "random_prover",
+        "solo_supervised",
+    ]
+    assert sweep_table["iterations"].tolist() == [3, 3, 2]
+
+    def report(out):
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(PROJECT / "scripts/learning_results.py"),
+                "--env",
+                "test",
+                "--sweep",
+                "learn",
+                "--out-dir",
+                str(out),
+                "--project",
+                str(root),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return (
+            pd.read_csv(out / "results/learning.csv"),
+            (out / "results.md").read_text(),
+        )
+
+    table, page = report(tmp_path / "done")
+    assert table["control"].tolist() == sweep_table["control"].tolist()
+    assert (table["status"] == "completed").all()
+    assert (table["final_source"] == "evaluation").all()
+    assert table["iterations"].tolist() == [3, 3, 2]
+    assert table["evaluations"].tolist() == [3, 3, 2]  # eval_interval 1 in test
+    # The final columns are the trials' own evaluations, as in the sweep table.
+    assert table["test_accuracy"].tolist() == sweep_table["accuracy"].tolist()
+    assert (tmp_path / "done/results/learning.png").stat().st_size > 10_000
+    assert "(a) pvg reaches" in page
+    assert "0 of 1 pvg seeds" in page or "1 of 1 pvg seeds" in page
+    assert "vs solo_ppo: not yet measured" in page
+    assert page.count("| 0 | completed |") == 3  # seed 0, one row per trial
+
+    # The pvg trial stopped mid-way: no record, no saved outputs, checkpoints only.
+    pvg = sweep_table["trial_id"].iloc[0]
+    (root / f"data/08_reporting/sweeps/test/learn/trials/{pvg}.json").unlink()
+    version = sweep_table["agents_version"].iloc[0]
+    for folder in (root / "data").glob(f"*/*/{version}"):
+        shutil.rmtree(folder)
+    table, page = report(tmp_path / "midway")
+    row = table.iloc[0]
+    assert row["status"] == "running or interrupted"
+    assert row["history_source"] == "checkpoint iteration_0000003.pt"
+    assert (row["final_source"], row["iterations"]) == ("periodic", 3)
+    assert "seed 0: 3 (running or interrupted)" in page

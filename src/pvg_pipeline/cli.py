@@ -31,6 +31,13 @@ def cli() -> None:
 @click.option(
     "--num-cpus", type=int, default=None, help="CPUs of a local Ray instance."
 )
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=None,
+    help="PPO budget of every trial for this run, instead of the sweep file's; "
+    "a later run with a larger budget continues each trial from its checkpoint.",
+)
 def sweep(
     env: str,
     name: str,
@@ -39,20 +46,23 @@ def sweep(
     max_parallel: int | None,
     gpus_per_trial: float,
     num_cpus: int | None,
+    iterations: int | None,
 ) -> None:
     """Run every trial of a sweep, each as its own Kedro session.
 
-    Completed trials are skipped on a re-run; failed or missing ones run again.
+    Completed trials are skipped on a re-run (unless their PPO budget grew: they
+    continue from their checkpoints); failed or missing ones run again.
     """
-    from pvg_pipeline.sweeps.definition import load_sweep
+    from pvg_pipeline.sweeps.definition import load_sweep, sweep_root
     from pvg_pipeline.sweeps.runner import SweepPlan, execute
 
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
     project = Path.cwd()
+    base_parameters = load_parameters(env, project / "conf")
     definition, trials = load_sweep(
-        project / "conf", env, name, load_parameters(env, project / "conf")
+        project / "conf", env, name, base_parameters, iterations
     )
-    root = project / "data" / "08_reporting" / "sweeps" / env / name
+    root = sweep_root(project, env, name)
     plan = SweepPlan(
         project_path=project,
         env=env,
@@ -61,6 +71,7 @@ def sweep(
         pipelines=definition.pipelines,
         state_dir=root / "trials",
         results_dir=root,
+        base_parameters=base_parameters,
     )
     parallel = max_parallel or max(1, min(len(trials), os.cpu_count() or 1))
     try:

@@ -26,6 +26,7 @@ from pydantic import (
 from pvg_pipeline.pvg.protocol_names import (
     MULTI_ROUND,
     PROTOCOL_NAMES,
+    first_decision_round,
     verifier_can_decide,
 )
 
@@ -174,6 +175,11 @@ class ProtocolParams(ParameterBlock):
     verifier_first: bool = True
     min_message_rounds: Annotated[int, Field(ge=0, le=64)] = 0
     max_message_rounds: Annotated[int, Field(ge=1, le=64)] = 8
+    # First counting decision: round min_message_rounds - 1 (the reference
+    # implementation's rule) or round min_message_rounds.
+    decisions_from: Literal["min_rounds_minus_one", "min_rounds"] = (
+        "min_rounds_minus_one"
+    )
 
     @field_validator("name")
     @classmethod
@@ -187,11 +193,15 @@ class ProtocolParams(ParameterBlock):
     @model_validator(mode="after")
     def _rounds(self) -> ProtocolParams:
         if self.name in MULTI_ROUND and not verifier_can_decide(
-            self.max_message_rounds, self.min_message_rounds, self.verifier_first
+            self.max_message_rounds,
+            self.min_message_rounds,
+            self.verifier_first,
+            self.decisions_from,
         ):
+            first = first_decision_round(self.min_message_rounds, self.decisions_from)
             raise ValueError(
                 f"protocol {self.name}: the verifier never gets a turn at or after "
-                f"round {self.min_message_rounds} within {self.max_message_rounds} "
+                f"round {first} within {self.max_message_rounds} "
                 "rounds, so it could never decide"
             )
         return self
@@ -205,6 +215,7 @@ class ProtocolParams(ParameterBlock):
             max_message_rounds=self.max_message_rounds,
             min_message_rounds=self.min_message_rounds,
             verifier_first=self.verifier_first,
+            decisions_from=self.decisions_from,
         )
 
 
@@ -215,6 +226,9 @@ class RewardParams(ParameterBlock):
     verifier_incorrect: float = -1.0
     verifier_timeout: float = -1.0
     verifier_continue: float = 0.0
+    # Where the continue reward is paid: every verifier turn of an undecided
+    # episode (the reference's rule) or only turns where a decision would count.
+    verifier_continue_turns: Literal["every_turn", "decision_turns"] = "every_turn"
     prover_convinced: float = 1.0
 
     def build(self) -> Rewards:
@@ -238,6 +252,9 @@ class AgentParams(ParameterBlock):
     activation: Literal["relu", "tanh"] = "relu"
     batch_norm: bool = True
     orthogonal_init: bool = True
+    node_selector_layers: Annotated[int, Field(ge=1, le=8)] = 1
+    round_in_heads: bool = False
+    most_recent_message_flag: bool = False
 
     @model_validator(mode="after")
     def _heads_divide(self) -> AgentParams:
@@ -293,6 +310,8 @@ class PPOParams(ParameterBlock):
     normalize_advantage: bool = True
     cuda_graphs: bool = True
     compile: bool = False
+    value_loss: Literal["mse", "smooth_l1"] = "mse"
+    shared_optimizer: bool = False
 
 
 class SoloAgentParams(ParameterBlock):
@@ -310,6 +329,8 @@ class TrainerParams(ParameterBlock):
     ppo: PPOParams = PPOParams()
     solo_agent: SoloAgentParams = SoloAgentParams()
     checkpoint_interval: Annotated[int, Field(ge=1)] = 10
+    # Test-split evaluation and update diagnostics every this many PPO iterations.
+    eval_interval: Annotated[int, Field(ge=1)] = 100
     checkpoint_dir: str = "data/06_models/checkpoints"
     resume: bool = False
     resume_run: str | None = None

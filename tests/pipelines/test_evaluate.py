@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import asdict
 
 import pandas as pd
 import pytest
+import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+
+from pvg_pipeline.pipelines.evaluate.nodes import evaluate_agents
+from pvg_pipeline.pvg.evaluation import LEARNING_METRICS
+from pvg_pipeline.pvg.graphs.generation import GenerationSpec, generate_graph_pairs
+from pvg_pipeline.pvg.protocols import build_protocol
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentArchitecture
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import (
+    AgentSpec,
+    build_agents,
+    export_agents,
+)
+
+TINY = AgentSpec(
+    architecture=AgentArchitecture(
+        num_gnn_layers=1, d_gnn=8, d_gin_mlp=16, d_transformer=8, d_transformer_mlp=16
+    )
+)
+MESSAGE_STATISTICS = (
+    "prover_answers",
+    "prover_answer_other_graph",
+    "prover_answer_same_wl_colour",
+    "prover_answer_same_wl_colour_other_graph",
+)
 
 
 def _run(root, pipeline, **kwargs):
@@ -50,6 +76,11 @@ def test_pinned_older_agents_are_evaluated_and_runs_compared(project_copy):
     for m in metrics:
         assert m["pairs"] == 40
         assert 0.0 <= m["accuracy"] <= 1.0
+        # The test environment plays pvg for at most 4 rounds.
+        assert 1.0 <= m["random_prover_mean_rounds"] <= 4.0
+        for key in ("accuracy", "completeness", "soundness", "timeout_rate"):
+            assert 0.0 <= m[f"random_prover_{key}"] <= 1.0, key
+        assert m["prover_answers"] >= 0 and set(MESSAGE_STATISTICS) <= set(m)
         assert (
             m["versions"]["graph_pairs_test"]
             == _versions(project_copy, "03_primary/graph_pairs_test.pt")[0]
@@ -89,3 +120,76 @@ def test_missing_pinned_version_lists_the_available_ones(project_copy):
         )
     assert "dataset 'agents' has no saved version to load" in error.value.message
     assert available in error.value.message
+
+
+@pytest.fixture(scope="module")
+def test_pairs(prime_table):
+    spec = GenerationSpec(
+        num_pairs=32,
+        seed=3,
+        graph_sizes=[7, 8],
+        edge_probabilities=[0.4],
+        max_nodes=8,
+        wl_max_iterations=5,
+        non_isomorphic_fraction=0.5,
+        wl_score_proportions={1: 0.5, 2: 0.25, 3: 0.25},
+        isomorphic_copied_fraction=0.5,
+        pool_size=5_000,
+        max_pool_draws=50,
+    )
+    return generate_graph_pairs(spec, prime_table, progress=False)
+
+
+def _exported(name: str, trainer: str) -> dict:
+    # The verifier's first turn that can decide is round 2: every episode has the
+    # round-0 question and its round-1 answer.
+    protocol = build_protocol(name, max_message_rounds=4, min_message_rounds=2)
+    torch.manual_seed(0)
+    agents = build_agents(protocol, TINY, TINY, 8, classifiers=trainer != "ppo")
+    specs = {a: TINY for a in agents}
+    metadata = {
+        "trainer": trainer,
+        "protocol": asdict(protocol),
+        "max_nodes": 8,
+        "seed": 0,
+        "training_history": [],
+    }
+    return export_agents(agents, specs, metadata)
+
+
+def _metrics(agents: dict, pairs: dict) -> tuple[dict, pd.DataFrame]:
+    metrics, breakdown, _ = evaluate_agents(agents, pairs, {"batch_size": 8}, {})
+    return metrics, breakdown.set_index(["grouping", "group"])
+
+
+@pytest.mark.parametrize("name", ["pvg", "debate"])
+def test_ppo_agents_get_learning_message_and_ablation_metrics(test_pairs, name):
+    metrics, breakdown = _metrics(_exported(name, "ppo"), test_pairs)
+    for key in LEARNING_METRICS:
+        assert key in metrics and f"random_prover_{key}" in metrics, key
+    for key in ("accuracy", "completeness", "soundness", "timeout_rate"):
+        assert 0.0 <= metrics[f"random_prover_{key}"] <= 1.0, key
+    # The learning metrics agree with the per-WL-score breakdown.
+    by_score = breakdown.loc["wl_score"]
+    assert metrics["accuracy_isomorphic"] == pytest.approx(by_score.loc[-1, "accuracy"])
+    assert metrics["accuracy_wl1"] == pytest.approx(by_score.loc[1, "accuracy"])
+    hard = by_score[by_score.index >= 3]
+    assert (hard["pairs"] * hard["accuracy"]).sum() / hard["pairs"].sum() == (
+        pytest.approx(metrics["accuracy_wl3plus"])
+    )
+    answers_per_pair = {"pvg": 1, "debate": 2}[name]  # round 0 asks, round 1 answers
+    assert metrics["prover_answers"] >= answers_per_pair * metrics["pairs"]
+    assert 0.0 <= metrics["prover_answer_other_graph"] <= 1.0
+    assert 0.0 <= metrics["prover_answer_same_wl_colour"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "trainer"), [("pvg", "solo_agent"), ("solo_verifier", "ppo")]
+)
+def test_nothing_to_ablate_without_a_prover(test_pairs, name, trainer):
+    metrics, _ = _metrics(_exported(name, trainer), test_pairs)
+    for key in LEARNING_METRICS:
+        assert math.isnan(metrics[f"random_prover_{key}"]), key
+    assert metrics["prover_answers"] == 0
+    assert all(math.isnan(metrics[key]) for key in MESSAGE_STATISTICS[1:])
+    assert 0.0 <= metrics["accuracy"] <= 1.0

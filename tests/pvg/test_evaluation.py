@@ -10,20 +10,27 @@ import torch
 from pvg_pipeline.pvg import evaluation
 from pvg_pipeline.pvg.evaluation import TIMEOUT, Episodes
 from pvg_pipeline.pvg.protocols import Decision, Rewards, build_protocol
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentArchitecture
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import AgentSpec, build_agents
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import new_episodes, step
+from pvg_pipeline.pvg.trainers.solo_agent import accuracy
 
 A, R = int(Decision.ACCEPT), int(Decision.REJECT)
+TINY = AgentSpec(
+    architecture=AgentArchitecture(
+        num_gnn_layers=1, d_gnn=8, d_gin_mlp=16, d_transformer=8, d_transformer_mlp=16
+    )
+)
 
 
 def _episodes(decisions, labels, rounds=None, scores=None, sizes=None):
     count = len(decisions)
     return Episodes(
-        decision=torch.tensor(decisions),
-        label=torch.tensor(labels),
-        rounds=torch.tensor(rounds or [1] * count),
-        wl_score=torch.tensor(scores or [-1] * count),
-        size=torch.tensor(sizes or [7] * count),
+        decision=torch.tensor(decisions, dtype=torch.int64),
+        label=torch.tensor(labels, dtype=torch.bool),
+        rounds=torch.tensor(rounds or [1] * count, dtype=torch.int64),
+        wl_score=torch.tensor(scores or [-1] * count, dtype=torch.int64),
+        size=torch.tensor(sizes or [7] * count, dtype=torch.int64),
         messages=[[] for _ in range(count)],
     )
 
@@ -133,3 +140,112 @@ def test_transcripts_describe_the_episode_that_was_played(small_pairs, name):
         )
         expected = {"accept": A, "reject": R, "timeout": -1}[row["decision"]]
         assert int(state["decision"][0]) == expected
+
+
+def test_learning_metrics_by_difficulty():
+    #        iso  iso      iso  wl1  wl1  wl2  wl3  wl4      wl5
+    episodes = _episodes(
+        [A, TIMEOUT, R, R, A, R, R, TIMEOUT, A],
+        [True, True, True, False, False, False, False, False, False],
+        rounds=[2, 8, 4, 2, 2, 4, 6, 8, 2],
+        scores=[-1, -1, -1, 1, 1, 2, 3, 4, 5],
+    )
+    metrics = evaluation.learning_metrics(episodes)
+    assert list(metrics) == list(evaluation.LEARNING_METRICS)
+    assert metrics["accuracy"] == pytest.approx(4 / 9)
+    assert metrics["completeness"] == pytest.approx(1 / 3)
+    assert metrics["soundness"] == pytest.approx(3 / 6)
+    assert metrics["accuracy_isomorphic"] == pytest.approx(1 / 3)
+    assert metrics["accuracy_wl1"] == pytest.approx(1 / 2)
+    assert metrics["accuracy_wl2"] == 1.0
+    # Scores 3, 4 and 5: one correct, one timeout (wrong), one wrong accept.
+    assert metrics["accuracy_wl3plus"] == pytest.approx(1 / 3)
+    assert metrics["hard_balanced_accuracy"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert metrics["mean_rounds"] == pytest.approx(38 / 9)
+    assert metrics["timeout_rate"] == pytest.approx(2 / 9)
+
+
+def test_learning_metrics_are_nan_for_empty_groups():
+    metrics = evaluation.learning_metrics(
+        _episodes([A, R], [True, False], scores=[-1, 1])
+    )
+    assert metrics["accuracy_wl1"] == 1.0 and metrics["accuracy_isomorphic"] == 1.0
+    for key in ("accuracy_wl2", "accuracy_wl3plus", "hard_balanced_accuracy"):
+        assert math.isnan(metrics[key]), key
+    empty = evaluation.learning_metrics(_episodes([], []))
+    assert all(math.isnan(value) for value in empty.values())
+
+
+def test_learning_metrics_accuracy_is_exactly_the_fraction_correct():
+    # float64 rates: callers compare against count / total exactly.
+    decisions = [A] * 137 + [R] * 63
+    metrics = evaluation.learning_metrics(_episodes(decisions, [True] * 200))
+    assert metrics["accuracy"] == 137 / 200
+
+
+def _neural_pvg_agents():
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    torch.manual_seed(0)
+    return protocol, build_agents(protocol, TINY, TINY, 9)
+
+
+def test_play_episodes_leaves_the_callers_rng_and_modes_alone(small_pairs):
+    protocol, agents = _neural_pvg_agents()
+    agents["prover"].train()
+    agents["verifier"].eval()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = evaluation.play_episodes(
+        agents, protocol, small_pairs, deterministic=False, seed=4
+    )
+    assert torch.equal(torch.get_rng_state(), before)
+    assert agents["prover"].training and not agents["verifier"].training
+    # The seed alone fixes the sampled episodes, whatever the caller's RNG state.
+    torch.manual_seed(999)
+    second = evaluation.play_episodes(
+        agents, protocol, small_pairs, deterministic=False, seed=4
+    )
+    assert torch.equal(first.decision, second.decision)
+    assert first.messages == second.messages
+    other = evaluation.play_episodes(
+        agents, protocol, small_pairs, deterministic=False, seed=5
+    )
+    assert other.messages != first.messages
+
+
+def test_play_episodes_default_device_and_cpu_results(small_pairs):
+    random = AgentSpec(kind="random")
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    agents = build_agents(protocol, random, random, 9)
+    assert evaluation.agents_device(agents.values()) == torch.device("cpu")
+    episodes = evaluation.play_episodes(agents, protocol, small_pairs, device="cpu")
+    for tensor in (episodes.decision, episodes.label, episodes.rounds):
+        assert tensor.device == torch.device("cpu")
+    assert len(episodes.decision) == len(small_pairs["sizes"])
+
+
+@pytest.mark.gpu
+def test_play_episodes_on_cuda_agents(small_pairs):
+    protocol, agents = _neural_pvg_agents()
+    agents = {name: agent.cuda() for name, agent in agents.items()}
+    cpu_state, cuda_state = torch.get_rng_state(), torch.cuda.get_rng_state()
+    episodes = evaluation.play_episodes(
+        agents, protocol, small_pairs, deterministic=False, seed=1
+    )
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_state)
+    assert episodes.decision.device == torch.device("cpu")
+    assert len(episodes.messages) == len(small_pairs["sizes"])
+    assert bool((episodes.rounds >= 1).all())
+
+
+def test_classify_pairs_agrees_with_solo_accuracy(small_pairs):
+    protocol = build_protocol("pvg")
+    torch.manual_seed(0)
+    verifier = build_agents(protocol, TINY, TINY, 9, classifiers=True)["verifier"]
+    verifier.train()
+    episodes = evaluation.classify_pairs(verifier, small_pairs, batch_size=16)
+    assert verifier.training  # its mode is given back
+    metrics = evaluation.learning_metrics(episodes)
+    assert metrics["accuracy"] == accuracy(verifier, small_pairs, 16)
+    assert metrics["mean_rounds"] == 0.0 and metrics["timeout_rate"] == 0.0

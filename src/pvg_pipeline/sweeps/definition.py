@@ -7,6 +7,8 @@
       protocol.name: [pvg, debate]
     trials:                    # and/or explicit trials
       - {seed: 7, protocol.name: mnip}
+    common:                    # set in every trial (an own value wins)
+      trainer.ppo.iterations: 200
     pipelines: [train, evaluate]
 """
 
@@ -37,6 +39,7 @@ class SweepDefinition(ParameterBlock):
 
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     trials: list[dict[str, Any]] = []
+    common: dict[str, Any] = {}
     pipelines: Annotated[list[str], Field(min_length=1)] = ["train", "evaluate"]
 
 
@@ -59,16 +62,40 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+#: The PPO budget is not part of a trial's identity: raising it (in the sweep file
+#: or with ``kedro sweep --iterations``) continues each trial from its checkpoint.
+BUDGET_KEY = "trainer.ppo.iterations"
+
+
 def trial_id(index: int, overrides: dict[str, Any]) -> str:
-    """Readable, stable id: position plus a hash of the values."""
-    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()
+    """Readable, stable id: position plus a hash of the values (budget excluded)."""
+    identity = {k: v for k, v in overrides.items() if k != BUDGET_KEY}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return f"t{index:03d}-{digest[:8]}"
 
 
+def budget_of(overrides: dict[str, Any]) -> int | None:
+    """The PPO iterations a trial's overrides ask for, if they set them."""
+    value = overrides.get(BUDGET_KEY)
+    return int(value) if value is not None else None
+
+
+def sweep_root(project: Path, env: str, name: str) -> Path:
+    """Where ``kedro sweep`` keeps a sweep's trial records and results tables."""
+    return project / "data" / "08_reporting" / "sweeps" / env / name
+
+
 def load_sweep(
-    conf_source: Path, env: str, name: str, base_parameters: dict[str, Any]
+    conf_source: Path,
+    env: str,
+    name: str,
+    base_parameters: dict[str, Any],
+    iterations: int | None = None,
 ) -> tuple[SweepDefinition, list[Trial]]:
     """Read, validate and expand a sweep; every trial's parameters are checked.
+
+    ``iterations`` replaces every trial's PPO budget for this run (staged runs:
+    a later run with a larger budget continues the trials).
 
     Raises
     ------
@@ -100,7 +127,11 @@ def load_sweep(
         dict(zip(keys, values, strict=True))
         for values in itertools.product(*definition.grid.values())
     ]
-    flat_trials = (combos if keys else []) + [dict(t) for t in definition.trials]
+    budget = {BUDGET_KEY: iterations} if iterations is not None else {}
+    flat_trials = [
+        {**definition.common, **t, **budget}
+        for t in (combos if keys else []) + [dict(t) for t in definition.trials]
+    ]
     if not flat_trials:
         raise ParameterError(
             [f"sweep {name} defines no trials (empty grid and trials)"]
@@ -122,3 +153,38 @@ def load_sweep(
             raise ParameterError([str(error)]) from None
         trials.append(Trial(trial_id=identifier, overrides=overrides))
     return definition, trials
+
+
+#: Values of the ``control`` column: which baseline a trial is, if any.
+CONTROLS = ("none", "random_prover", "solo_ppo", "solo_supervised")
+
+
+def resolve_trial(base_parameters: dict[str, Any], trial: Trial) -> dict[str, Any]:
+    """The full parameter tree a trial runs with (environment + its overrides)."""
+    return merge_parameters(base_parameters, nest(trial.overrides))
+
+
+def control_of(parameters: dict[str, Any]) -> str:
+    """Which control a resolved parameter tree is (one of :data:`CONTROLS`).
+
+    The supervised trainer is checked first because it ignores the protocol's
+    prover; a solo protocol has no prover whose type could matter.
+    """
+    trainer = parameters.get("trainer") or {}
+    protocol = (parameters.get("protocol") or {}).get("name", "pvg")
+    prover = ((parameters.get("agents") or {}).get("prover") or {}).get("type")
+    if trainer.get("name") == "solo_agent":
+        return "solo_supervised"
+    if protocol == "solo_verifier":
+        return "solo_ppo"
+    if prover == "random":
+        return "random_prover"
+    return "none"
+
+
+def training_budget(parameters: dict[str, Any]) -> int | None:
+    """Iterations a trial trains for (epochs for the supervised solo trainer)."""
+    trainer = parameters.get("trainer") or {}
+    if trainer.get("name") == "solo_agent":
+        return (trainer.get("solo_agent") or {}).get("epochs")
+    return (trainer.get("ppo") or {}).get("iterations")

@@ -17,7 +17,13 @@ from kedro_datasets.pandas import CSVDataset
 from tqdm.auto import tqdm
 
 from pvg_pipeline.pvg.reports import comparison_figure
-from pvg_pipeline.sweeps.definition import Trial
+from pvg_pipeline.sweeps.definition import (
+    Trial,
+    budget_of,
+    control_of,
+    resolve_trial,
+    training_budget,
+)
 from pvg_pipeline.sweeps.trials import run_trial
 
 HEADLINE = ("accuracy", "completeness", "soundness", "timeout_rate", "mean_rounds")
@@ -34,6 +40,7 @@ class SweepPlan:
     pipelines: list[str]
     state_dir: Path
     results_dir: Path
+    base_parameters: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, int] = field(default_factory=dict)
 
     def trial_arguments(self, trial: Trial) -> tuple:
@@ -49,13 +56,25 @@ class SweepPlan:
         )
 
     def pending(self) -> list[Trial]:
-        """Trials not yet completed (never run, failed, or interrupted)."""
-        return [t for t in self.trials if self.status(t.trial_id) != "completed"]
+        """Trials not yet completed (never run, failed, or interrupted), or
+        completed with a smaller PPO budget than they now ask for."""
+        return [t for t in self.trials if not self._done(t)]
 
     def status(self, identifier: str) -> str | None:
         """Recorded status of a trial, if any."""
+        return self._record(identifier).get("status")
+
+    def _record(self, identifier: str) -> dict:
         path = self.state_dir / f"{identifier}.json"
-        return json.loads(path.read_text()).get("status") if path.is_file() else None
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _done(self, trial: Trial) -> bool:
+        record = self._record(trial.trial_id)
+        if record.get("status") != "completed":
+            return False
+        wanted = budget_of(trial.overrides)
+        reached = budget_of(record.get("overrides", {}))
+        return wanted is None or (reached is not None and reached >= wanted)
 
 
 def run_local(
@@ -169,16 +188,21 @@ def results_table(plan: SweepPlan) -> pd.DataFrame:
         )
         metrics = record.get("metrics") or {}
         versions = metrics.get("versions", {})
+        # From the parameters, not the metrics: a train-only trial has no metrics.
+        parameters = resolve_trial(plan.base_parameters, trial)
         rows.append(
             {
                 "trial_id": trial.trial_id,
                 "status": record.get("status"),
                 "error": record.get("error"),
                 **{key: metrics.get(key) for key in HEADLINE},
-                "protocol": metrics.get("protocol"),
-                "trainer": metrics.get("trainer"),
-                "seed": metrics.get("seed"),
-                "agents_version": versions.get("agents"),
+                "protocol": (parameters.get("protocol") or {}).get("name"),
+                "control": control_of(parameters),
+                "trainer": (parameters.get("trainer") or {}).get("name"),
+                "seed": parameters.get("seed"),
+                "iterations": training_budget(parameters),
+                "resumed_from_iteration": record.get("resumed_from_iteration"),
+                "agents_version": versions.get("agents") or record.get("version"),
                 "dataset_version": versions.get("graph_pairs_test"),
                 **trial.overrides,  # the varied values win over what metrics echo
             }
@@ -195,7 +219,9 @@ def write_results(plan: SweepPlan) -> pd.DataFrame:
         version=version,
         save_args={"index": False},
     ).save(table)
-    completed = table[table["status"] == "completed"].copy()
+    # Only evaluated trials have metrics to compare (a sweep may only train).
+    evaluated = (table["status"] == "completed") & table["accuracy"].notna()
+    completed = table[evaluated].copy()
     completed["evaluation_version"] = completed["trial_id"]
     MatplotlibDataset(
         filepath=str(plan.results_dir / "comparison.png"), version=version

@@ -56,14 +56,22 @@ def run_trial(
 ) -> dict[str, Any]:
     """Run one sweep trial and record its outcome in ``state_dir/<trial_id>.json``.
 
-    Never raises: a failure is recorded with its error so other trials go on.
+    The trial checkpoints into its own folder and, when that folder already holds a
+    checkpoint, continues from it (see :func:`trial_checkpointing`). Never raises
+    (except on Ctrl-C): a failure is recorded with its error so other trials go on.
     """
+    from pvg_pipeline.params import merge_parameters
     from pvg_pipeline.sweeps.definition import nest
 
     record: dict[str, Any] = {"trial_id": trial_id, "overrides": overrides}
     runtime = nest(overrides)
     runtime["experiment"] = {"sweep": sweep, "trial": trial_id}
     try:
+        checkpointing, resumed = trial_checkpointing(
+            Path(project_path), env, sweep, trial_id, runtime
+        )
+        runtime = merge_parameters(runtime, {"trainer": checkpointing})
+        record |= {"checkpoint_dir": checkpointing["checkpoint_dir"], **resumed}
         outcome = run_session(project_path, env, runtime, pipelines)
         record |= {"status": "completed", **outcome}
     except BaseException as error:  # noqa: BLE001 - recorded, not swallowed silently
@@ -80,3 +88,67 @@ def run_trial(
         if "status" in record:
             path.write_text(json.dumps(record, indent=2, default=str))
     return record
+
+
+def trial_checkpoint_root(
+    project_path: Path, env: str, sweep: str, trial_id: str, checkpoint_dir: str
+) -> Path:
+    """The folder holding a sweep trial's checkpoint runs.
+
+    One folder per trial, so that trials running at the same time never pick up
+    each other's runs; absolute, because Ray workers may run in another folder.
+    """
+    root = Path(checkpoint_dir)
+    if not root.is_absolute():
+        root = project_path / root
+    return root / "sweeps" / env / sweep / trial_id
+
+
+def latest_checkpoint_run(root: Path) -> tuple[str, int] | None:
+    """Newest run folder under ``root`` that holds a checkpoint, and its iteration."""
+    from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore
+
+    if not root.is_dir():
+        return None
+    # Run folders are named by UTC timestamp, so the name order is the time order.
+    for run in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
+        iterations = CheckpointStore(run, {}).iterations()
+        if iterations:
+            return run.name, iterations[-1]
+    return None
+
+
+def trial_checkpointing(
+    project_path: Path, env: str, sweep: str, trial_id: str, runtime: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``trainer`` overrides that give a trial its own checkpoints, resuming them.
+
+    A trial whose folder already has a checkpoint (it was interrupted, or failed
+    after its first checkpoint) continues from the newest one; the trainer refuses
+    a checkpoint made with other parameters, so a changed trial fails instead of
+    silently starting again.
+
+    Returns
+    -------
+    tuple
+        The ``trainer`` overrides, and what to record about the resume.
+    """
+    from pvg_pipeline.config import load_parameters
+    from pvg_pipeline.params import merge_parameters
+
+    parameters = merge_parameters(load_parameters(env, project_path / "conf"), runtime)
+    root = trial_checkpoint_root(
+        project_path, env, sweep, trial_id, parameters["trainer"]["checkpoint_dir"]
+    )
+    latest = latest_checkpoint_run(root)
+    trainer: dict[str, Any] = {
+        "checkpoint_dir": str(root),
+        "resume": False,
+        "resume_run": latest[0] if latest else None,
+    }
+    resumed = (
+        {"resumed_run": latest[0], "resumed_from_iteration": latest[1]}
+        if latest
+        else {}
+    )
+    return trainer, resumed

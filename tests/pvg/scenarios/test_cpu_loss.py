@@ -108,10 +108,8 @@ def test_the_eager_cpu_step_uses_it_and_the_fixed_shape_step_does_not(
         agent.eval()
     env = GraphIsomorphismEnv(_easy_pairs(prime_table, 60, 3), protocol, Rewards(), 16)
     with torch.no_grad():
-        experience = collect(env, MultiAgentPolicy(agents, protocol), 4)
-        advantages, returns = ppo.compute_advantages(
-            experience, agents, ppo.PPOConfig()
-        )
+        experience = collect(env, MultiAgentPolicy(agents, protocol), 4, 0.95)
+        advantages, returns = ppo.compute_advantages(experience, ppo.PPOConfig())
     updater = AgentUpdater(agents["verifier"], 1, 64, 16, 1e-3, SETTINGS, False)
     updater.load(
         experience.data.reshape(-1),

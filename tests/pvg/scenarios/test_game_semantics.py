@@ -51,17 +51,21 @@ def _play(protocol, tables, state, nodes, decisions):
 
 def test_pvg_turns_min_rounds_decisions_and_timeout():
     protocol = build_protocol(
-        "pvg", max_message_rounds=4, min_message_rounds=2, verifier_first=True
+        "pvg",
+        max_message_rounds=4,
+        min_message_rounds=3,
+        verifier_first=True,
     )
     state, tables = _start(protocol, [True, False, True, False])
     assert protocol.agents == ("prover", "verifier")
-    # Round 0: verifier's turn, decisions do not count yet.
+    # Round 0: verifier's turn, decisions do not count yet; going on is paid.
     assert state["active"].tolist() == [[False, True]] * 4
     assert not state["decision_allowed"].any()
     state, reward, done = _play(
         protocol, tables, state, [[0, 1]] * 4, [ACC, REJ, ACC, CONT]
     )
-    assert not done.any() and not reward.any()
+    assert not done.any()
+    assert reward.tolist() == [[0, 8]] * 4
     assert state["round"].tolist() == [1] * 4
     assert state["message_history"][:, 0, 0].reshape(4, -1)[:, 1].tolist() == [1.0] * 4
     assert state["message_history"].sum().item() == 4  # only the verifier's message
@@ -103,7 +107,7 @@ def test_adp_prover_then_verifier_must_decide():
     assert not done.any() and not reward.any()
     state, reward, done = _play(protocol, tables, state, [[0, 0]] * 3, [ACC, REJ, CONT])
     # Correct accept; correct reject (prover unpaid); continue then timeout.
-    assert reward.tolist() == [[2, 1], [0, 1], [0, 8 - 16]]
+    assert reward.tolist() == [[2, 1], [0, 1], [0, -16]]
     assert done.all()
 
 
@@ -112,7 +116,7 @@ def test_solo_verifier_decides_in_one_round():
     state, tables = _start(protocol, [True, False, False])
     assert state["decision_allowed"].all()
     _, reward, done = _play(protocol, tables, state, [[0]] * 3, [ACC, REJ, CONT])
-    assert reward.tolist() == [[1], [1], [8 - 16]]
+    assert reward.tolist() == [[1], [1], [-16]]
     assert done.all()
 
 
@@ -266,3 +270,59 @@ def test_a_step_makes_its_tensors_on_the_device_of_its_inputs():
     assert not mode.mixed
     tensors = [*next_state.values(), reward, done]
     assert {t.device.type for t in tensors} == {"meta"}
+
+
+def _decision_rounds(protocol) -> list[int]:
+    """Rounds at which a verifier decision counts, found by playing ``continue``."""
+    state, tables = _start(protocol, [True])
+    rounds = []
+    for round_number in range(protocol.max_rounds):
+        if state["decision_allowed"][0]:
+            rounds.append(round_number)
+        nodes = [[0] * len(protocol.agents)]
+        state, _, done = _play(protocol, tables, state, nodes, [CONT])
+        if done[0]:
+            break
+    return rounds
+
+
+def test_decision_rounds_of_every_protocol():
+    """With the paper-scale rounds (3..8, verifier first) a decision counts from
+    round min_message_rounds - 1, as in the reference implementation."""
+    rounds = {"max_message_rounds": 8, "min_message_rounds": 3}
+    for name in ("pvg", "nip", "debate", "mnip"):
+        assert _decision_rounds(build_protocol(name, **rounds)) == [2, 4, 6], name
+        late = build_protocol(name, **rounds, decisions_from="min_rounds")
+        assert _decision_rounds(late) == [4, 6], name
+    prover_first = build_protocol("pvg", **rounds, verifier_first=False)
+    assert _decision_rounds(prover_first) == [3, 5, 7]
+    assert _decision_rounds(build_protocol("pvg", max_message_rounds=8)) == [
+        0,
+        2,
+        4,
+        6,
+    ]
+    assert _decision_rounds(build_protocol("adp")) == [1]
+    assert _decision_rounds(build_protocol("merlin_arthur")) == [1]
+    assert _decision_rounds(build_protocol("solo_verifier")) == [0]
+
+
+def test_continue_reward_only_on_decision_turns_when_asked():
+    protocol = build_protocol(
+        "pvg", max_message_rounds=6, min_message_rounds=3, verifier_first=True
+    )
+    rewards = Rewards(verifier_continue=8.0, verifier_continue_turns="decision_turns")
+    state, tables = _start(protocol, [True])
+    paid = []
+    for _ in range(4):
+        state, reward, _ = step(
+            state,
+            torch.tensor([[0, 0]]),
+            torch.tensor([CONT]),
+            protocol,
+            tables,
+            rewards,
+        )
+        paid.append(reward[0, 1].item())
+    # Verifier turns at rounds 0 and 2; only round 2 lets a decision count.
+    assert paid == [0.0, 0.0, 8.0, 0.0]

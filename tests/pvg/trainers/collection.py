@@ -34,8 +34,8 @@ def make_collection(prime_table: dict) -> Collection:
         agent.eval()
     env = GraphIsomorphismEnv(pairs, protocol, Rewards(), CONFIG.num_envs, seed=0)
     with torch.no_grad():
-        experience = collect(env, MultiAgentPolicy(agents, protocol), 6)
-        advantages, returns = ppo.compute_advantages(experience, agents, CONFIG)
+        experience = collect(env, MultiAgentPolicy(agents, protocol), 6, CONFIG.gamma)
+        advantages, returns = ppo.compute_advantages(experience, CONFIG)
     return agents, experience, advantages, returns
 
 
@@ -49,5 +49,6 @@ def on_device(device: torch.device, collection: Collection) -> Collection:
         reward=experience.reward.to(device),
         done=experience.done.to(device),
         final_observation=experience.final_observation.to(device),
+        bootstrap_value=experience.bootstrap_value.to(device),
     )
     return agents, experience, advantages.to(device), returns.to(device)

@@ -44,9 +44,12 @@ def test_graphed_policy_acts_like_its_policy_where_nothing_is_captured(small_pai
     collections = []
     for acting in (GraphedPolicy(policy), policy):
         env.set_seed(3)
+        env.reset()
         torch.manual_seed(1)
         with torch.no_grad():
-            collections.append(collect(env, acting, CONFIG.steps_per_iteration))
+            collections.append(
+                collect(env, acting, CONFIG.steps_per_iteration, CONFIG.gamma)
+            )
     graphed, plain = collections
     for key in ("node", "decision", "log_prob", "value", "message_history"):
         torch.testing.assert_close(graphed.data[key], plain.data[key], msg=key)
@@ -67,7 +70,7 @@ def test_graphed_play_acts_and_steps_the_game(small_pairs, monkeypatch):
     original = graphed.play
     monkeypatch.setattr(graphed, "play", lambda *a: calls.append(1) or original(*a))
     with torch.no_grad():
-        collect(env, graphed, CONFIG.steps_per_iteration)
+        collect(env, graphed, CONFIG.steps_per_iteration, CONFIG.gamma)
         assert len(calls) == CONFIG.steps_per_iteration
         state = env.state
         game = (env.protocol, env.tables, env.reward_constants)
@@ -81,16 +84,16 @@ def test_graphed_play_acts_and_steps_the_game(small_pairs, monkeypatch):
         original(state, other.protocol, other.tables, other.reward_constants)
     monkeypatch.setenv(GAME_STEP_SWITCH, "0")  # the eager game step after acting
     with torch.no_grad():
-        collect(env, graphed, CONFIG.steps_per_iteration)
+        collect(env, graphed, CONFIG.steps_per_iteration, CONFIG.gamma)
     assert len(calls) == CONFIG.steps_per_iteration
 
 
 def test_advantage_estimator_on_the_cpu_is_compute_advantages(small_pairs):
     protocol, agents, env = _game(small_pairs, torch.device("cpu"))
     with torch.no_grad():
-        experience = collect(env, MultiAgentPolicy(agents, protocol), 5)
-        expected = ppo.compute_advantages(experience, agents, CONFIG)
-        estimate = ppo.advantage_estimator(agents, CONFIG, torch.device("cpu"))
+        experience = collect(env, MultiAgentPolicy(agents, protocol), 5, CONFIG.gamma)
+        expected = ppo.compute_advantages(experience, CONFIG)
+        estimate = ppo.advantage_estimator(CONFIG, torch.device("cpu"))
         for value, reference in zip(estimate(experience), expected, strict=True):
             assert torch.equal(value, reference)
     assert expected[0].abs().sum() > 0
@@ -184,14 +187,16 @@ def test_a_captured_call_replays_on_new_inputs():
 def test_captured_advantages_match_the_eager_ones(small_pairs):
     device = torch.device("cuda")
     protocol, agents, env = _game(small_pairs, device)
-    estimate = ppo.advantage_estimator(agents, CONFIG, device)
+    estimate = ppo.advantage_estimator(CONFIG, device)
     with torch.no_grad():
         for _ in range(3):  # the first call captures, the others replay
-            experience = collect(env, MultiAgentPolicy(agents, protocol), 5)
-            expected = ppo.compute_advantages(experience, agents, CONFIG)
+            experience = collect(
+                env, MultiAgentPolicy(agents, protocol), 5, CONFIG.gamma
+            )
+            expected = ppo.compute_advantages(experience, CONFIG)
             for value, reference in zip(estimate(experience), expected, strict=True):
                 torch.testing.assert_close(value, reference, rtol=1e-5, atol=1e-6)
-    eager = ppo.advantage_estimator(agents, replace(CONFIG, cuda_graphs=False), device)
+    eager = ppo.advantage_estimator(replace(CONFIG, cuda_graphs=False), device)
     assert eager(experience)[0].shape == expected[0].shape
 
 

@@ -36,7 +36,7 @@ def test_fast_collection_matches_torchrl_rollout(small_pairs, name):
     fast_env = GraphIsomorphismEnv(small_pairs, protocol, rewards, 12, seed=4)
     torch.manual_seed(1)
     with torch.no_grad():
-        fast = collect(fast_env, policy, 10)
+        fast = collect(fast_env, policy, 10, 0.95)
 
     plain_env = GraphIsomorphismEnv(small_pairs, protocol, rewards, 12, seed=4)
     torch.manual_seed(1)

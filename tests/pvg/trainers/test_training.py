@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -132,6 +135,14 @@ def _run(pairs, root, iterations, resume=False, seed=0):
     )
 
 
+def _EVALUATION_ONLY(row):  # noqa: N802 - reads as a constant set
+    return {"frames_per_second"} | {
+        k
+        for k in row
+        if k.startswith(("test_", "approx_kl_", "clip_fraction_", "explained_var"))
+    }
+
+
 def test_kill_and_resume_equals_an_uninterrupted_run(easy, tmp_path):
     train, _ = easy
     straight, straight_history, _ = _run(train, tmp_path / "a", 4)
@@ -142,10 +153,19 @@ def test_kill_and_resume_equals_an_uninterrupted_run(easy, tmp_path):
         for key, value in entry["state_dict"].items():
             assert torch.equal(value, resumed["agents"][name]["state_dict"][key]), key
 
+    # The killed run evaluated at its last iteration (2), the straight one did
+    # not: equal weights show that the evaluation left the training's random
+    # numbers alone. Its metrics are the only extra keys.
+    assert "test_accuracy" in resumed_history[1]
+    assert "test_accuracy" not in straight_history[1]
+
     def strip(rows):
-        return [{k: v for k, v in r.items() if k != "frames_per_second"} for r in rows]
+        return [
+            {k: v for k, v in r.items() if k not in _EVALUATION_ONLY(r)} for r in rows
+        ]
 
     assert strip(straight_history) == strip(resumed_history)
+    assert straight_history[3]["test_accuracy"] == resumed_history[3]["test_accuracy"]
     # The resumed run wrote new checkpoints next to the old ones, replacing none.
     run_dir = next((tmp_path / "b").iterdir())
     assert CheckpointStore(run_dir, {}).iterations() == [2, 4]
@@ -241,3 +261,55 @@ def test_training_on_the_cpu_keeps_freed_memory(easy, monkeypatch):
     monkeypatch.setattr(ppo_module, "retain_freed_memory", lambda: retained.append(1))
     train_ppo(agents, protocol, Rewards(), train, config, 0, CPU, progress=False)
     assert retained == [1]
+
+
+def test_the_seed_sets_the_initial_weights(easy, tmp_path, monkeypatch):
+    """Same seed, same initial weights; another seed, other initial weights."""
+    initial = []
+
+    def record(agents, *args, **kwargs):
+        initial.append(_weights(agents))
+        return []
+
+    monkeypatch.setattr("pvg_pipeline.pvg.trainers.run.train_ppo", record)
+    train, _ = easy
+    for seed in (0, 0, 1):
+        _run(train, tmp_path, 1, seed=seed)
+    first, again, other = initial
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_periodic_evaluation_rows(easy, tmp_path):
+    """Every eval_interval iterations and at the last: the test split's metrics
+    and the update diagnostics; other rows have neither."""
+    train, test = easy
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    config = PPOConfig(
+        iterations=5, num_envs=8, steps_per_iteration=4, epochs=1, minibatch_size=8
+    )
+    agents = build_agents(protocol, TINY, TINY, 8)
+    history = train_ppo(
+        agents,
+        protocol,
+        Rewards(),
+        train,
+        replace(config, eval_interval=2),
+        0,
+        CPU,
+        progress=False,
+        evaluation_pairs=test,
+    )
+    evaluated = [row["iteration"] for row in history if "test_accuracy" in row]
+    assert evaluated == [2, 4, 5]
+    row = history[-1]
+    assert 0.0 <= row["test_accuracy"] <= 1.0
+    # The easy split has non-isomorphic pairs of WL score 1 only.
+    assert 0.0 <= row["test_accuracy_wl1"] <= 1.0
+    assert math.isnan(row["test_accuracy_wl3plus"])
+    assert math.isnan(row["test_hard_balanced_accuracy"])
+    for name in ("prover", "verifier"):
+        assert row[f"approx_kl_{name}"] >= 0.0
+        assert 0.0 <= row[f"clip_fraction_{name}"] <= 1.0
+        assert row[f"explained_variance_{name}"] <= 1.0
+    assert "approx_kl_verifier" not in history[0]

@@ -123,6 +123,7 @@ def test_update_equals_the_plain_update_in_float64(collection, fixed_shape):
         data=double(experience.data),
         reward=experience.reward.double(),
         final_observation=double(experience.final_observation),
+        bootstrap_value=experience.bootstrap_value.double(),
     )
     agents = {n: copy.deepcopy(a).double() for n, a in agents.items()}
     collection64 = (agents, experience, advantages.double(), returns.double())

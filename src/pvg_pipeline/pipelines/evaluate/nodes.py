@@ -8,7 +8,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pvg_pipeline.params import EvaluationParams, parse_parameters
-from pvg_pipeline.pvg import evaluation
+from pvg_pipeline.pvg import evaluation, prover_ablation
+from pvg_pipeline.pvg.message_statistics import message_statistics
 from pvg_pipeline.pvg.protocols import VERIFIER, Protocol
 from pvg_pipeline.pvg.reports import evaluation_figure
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import import_agents
@@ -20,24 +21,41 @@ def evaluate_agents(
     evaluation_params: dict,
     experiment: dict,
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """Play (or classify) the whole test split; metrics, breakdown, transcripts."""
+    """Play (or classify) the whole test split; metrics, breakdown, transcripts.
+
+    The metrics hold the summary and learning metrics, the provers' message
+    statistics and, for PPO-trained agents with provers, the learning metrics of a
+    replay against uniformly random provers (``random_prover_*``; NaN otherwise).
+    """
     params = parse_parameters(EvaluationParams, evaluation_params, "evaluation")
     check_max_nodes(agents, graph_pairs_test)
     networks = import_agents(agents)
     protocol = Protocol(**agents["protocol"])
-    if agents["trainer"] == "solo_agent":
+    play = {
+        "deterministic": params.deterministic,
+        "batch_size": params.batch_size,
+        "seed": params.seed,
+    }
+    solo = agents["trainer"] == "solo_agent"
+    if solo:
         episodes = evaluation.classify_pairs(networks[VERIFIER], graph_pairs_test)
     else:
         episodes = evaluation.play_episodes(
-            networks,
-            protocol,
-            graph_pairs_test,
-            params.deterministic,
-            params.batch_size,
-            params.seed,
+            networks, protocol, graph_pairs_test, **play
         )
+    # Solo classifiers never hear a prover: nothing to ablate.
+    ablation = (
+        prover_ablation.not_applicable()
+        if solo
+        else prover_ablation.random_prover_metrics(
+            networks, protocol, graph_pairs_test, **play
+        )
+    )
     metrics = {
         **evaluation.summary_metrics(episodes),
+        **evaluation.learning_metrics(episodes),
+        **message_statistics(episodes, graph_pairs_test["adjacency"]),
+        **ablation,
         "protocol": protocol.name,
         "trainer": agents["trainer"],
         "seed": agents.get("seed"),

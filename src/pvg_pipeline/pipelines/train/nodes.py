@@ -7,10 +7,12 @@ from importlib import metadata
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from pvg_pipeline import tracking
 from pvg_pipeline.params import ProjectParameters, parse_parameters
 from pvg_pipeline.pvg.device import resolve_device
+from pvg_pipeline.pvg.reports import training_curves_figure
 from pvg_pipeline.pvg.trainers.ppo import PPOConfig
 from pvg_pipeline.pvg.trainers.run import run_training
 from pvg_pipeline.pvg.trainers.solo_agent import SoloAgentConfig
@@ -37,7 +39,9 @@ def train_agents(
     trainer = params.trainer
     config = (
         PPOConfig(
-            **trainer.ppo.model_dump(), checkpoint_interval=trainer.checkpoint_interval
+            **trainer.ppo.model_dump(),
+            checkpoint_interval=trainer.checkpoint_interval,
+            eval_interval=trainer.eval_interval,
         )
         if trainer.name == "ppo"
         else SoloAgentConfig(**trainer.solo_agent.model_dump())
@@ -93,3 +97,26 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+def plot_training_curves(
+    training_history: pd.DataFrame, training_run: dict[str, Any]
+) -> Figure:
+    """Test-split curves and PPO diagnostics of the run, titled with its setup."""
+    parameters = training_run.get("parameters") or {}
+    protocol = (parameters.get("protocol") or {}).get("name")
+    trainer = (parameters.get("trainer") or {}).get("name")
+    experiment = parameters.get("experiment") or {}
+    parts = [
+        f"protocol {protocol}" if protocol else None,
+        f"trainer {trainer}" if trainer else None,
+        f"seed {parameters['seed']}" if parameters.get("seed") is not None else None,
+        (
+            f"sweep {experiment['sweep']} trial {experiment.get('trial')}"
+            if experiment.get("sweep")
+            else None
+        ),
+    ]
+    details = ", ".join(p for p in parts if p)
+    title = f"Training curves ({details})" if details else "Training curves"
+    return training_curves_figure(training_history, title)

@@ -34,6 +34,10 @@ class Rewards:
     verifier_incorrect: float = -1.0
     verifier_timeout: float = -1.0
     verifier_continue: float = 0.0
+    #: ``every_turn``: the continue reward is paid on every verifier turn of an
+    #: episode that goes on (the reference implementation's rule);
+    #: ``decision_turns``: only on turns where a decision would have counted.
+    verifier_continue_turns: str = "every_turn"
     prover_convinced: float = 1.0
 
 
@@ -157,6 +161,7 @@ class Protocol:
         self,
         decision: Int64[Tensor, "batch"],
         can_decide: Bool[Tensor, "batch"],
+        verifier_turn: Bool[Tensor, "batch"],
         timeout: Bool[Tensor, "batch"],
         label: Bool[Tensor, "batch"],
         participants: Bool[Tensor, "batch agent"],
@@ -165,15 +170,23 @@ class Protocol:
         """Per-agent rewards of one step.
 
         ``decision`` must already be ``CONTINUE`` wherever a decision does not count.
+        The continue reward is paid where the episode goes on after a verifier turn
+        (or only a turn where a decision counted, by ``verifier_continue_turns``);
+        a timeout is paid the timeout penalty only.
         """
         accept = decision == Decision.ACCEPT
         reject = decision == Decision.REJECT
         decided = accept | reject
         correct = decided & (accept == label)
+        continuing = (
+            can_decide
+            if constants.verifier_continue_turns == "decision_turns"
+            else verifier_turn
+        )
         verifier = (
             correct.float() * constants.verifier_correct
             + (decided & ~correct).float() * constants.verifier_incorrect
-            + (can_decide & ~decided).float() * constants.verifier_continue
+            + (continuing & ~decided & ~timeout).float() * constants.verifier_continue
             + timeout.float() * constants.verifier_timeout
         )
         reward = torch.zeros(participants.shape, device=decision.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pvg_pipeline.pvg.protocol_names import first_decision_round
 from pvg_pipeline.pvg.protocols.base import VERIFIER, Protocol, alternating_schedule
 
 _AGENTS = ("prover", VERIFIER)
@@ -11,11 +12,13 @@ def pvg_protocol(
     max_message_rounds: int = 8,
     min_message_rounds: int = 0,
     verifier_first: bool = True,
+    decisions_from: str = "min_rounds_minus_one",
 ) -> Protocol:
     """Prover and verifier alternate on one shared channel (neural interactive proof).
 
-    The verifier may accept or reject at its turns from round ``min_message_rounds``;
-    the prover is paid when the verifier accepts.
+    The verifier may accept or reject at its turns from round
+    ``min_message_rounds - 1`` (``decisions_from="min_rounds"``: from round
+    ``min_message_rounds``); the prover is paid when the verifier accepts.
     """
     return Protocol(
         name="pvg",
@@ -26,7 +29,7 @@ def pvg_protocol(
         schedule=alternating_schedule(
             max_message_rounds, verifier_first, (False, True), (True, False)
         ),
-        min_decision_round=min_message_rounds,
+        min_decision_round=first_decision_round(min_message_rounds, decisions_from),
         accept_prover=0,
     )
 

@@ -7,6 +7,7 @@ it writes to, so each prover sees the question the verifier asked.
 
 from __future__ import annotations
 
+from pvg_pipeline.pvg.protocol_names import first_decision_round
 from pvg_pipeline.pvg.protocols.base import VERIFIER, Protocol, alternating_schedule
 
 _AGENTS = ("prover_0", "prover_1", VERIFIER)
@@ -16,11 +17,16 @@ def debate_protocol(
     max_message_rounds: int = 8,
     min_message_rounds: int = 0,
     verifier_first: bool = True,
+    decisions_from: str = "min_rounds_minus_one",
 ) -> Protocol:
     """Both provers answer at the same turns; every agent sees both channels."""
     visibility = ((True, True), (True, True), (True, True))
     return _alternating(
-        "debate", visibility, max_message_rounds, min_message_rounds, verifier_first
+        "debate",
+        visibility,
+        max_message_rounds,
+        first_decision_round(min_message_rounds, decisions_from),
+        verifier_first,
     )
 
 
@@ -28,11 +34,16 @@ def mnip_protocol(
     max_message_rounds: int = 8,
     min_message_rounds: int = 0,
     verifier_first: bool = True,
+    decisions_from: str = "min_rounds_minus_one",
 ) -> Protocol:
     """Like debate, but each prover talks to the verifier on a private channel."""
     visibility = ((True, False), (False, True), (True, True))
     return _alternating(
-        "mnip", visibility, max_message_rounds, min_message_rounds, verifier_first
+        "mnip",
+        visibility,
+        max_message_rounds,
+        first_decision_round(min_message_rounds, decisions_from),
+        verifier_first,
     )
 
 
@@ -40,7 +51,7 @@ def _alternating(
     name: str,
     visibility: tuple[tuple[bool, ...], ...],
     max_message_rounds: int,
-    min_message_rounds: int,
+    min_decision_round: int,
     verifier_first: bool,
 ) -> Protocol:
     """Verifier, then both provers at once, on one channel per prover."""
@@ -56,7 +67,7 @@ def _alternating(
             (False, False, True),
             (True, True, False),
         ),
-        min_decision_round=min_message_rounds,
+        min_decision_round=min_decision_round,
         accept_prover=1,
         reject_prover=0,
     )

@@ -29,8 +29,8 @@ def make_updaters(
     config: PPOConfig,
 ) -> dict[str, AgentUpdater]:
     """Fixed-shape updaters for the trainable agents (none when agents share
-    parameters: those are trained by the plain path)."""
-    if not flattenable(dict(trainable)):
+    parameters or ``shared_optimizer`` is set: the plain path trains those)."""
+    if config.shared_optimizer or not flattenable(dict(trainable)):
         return {}
     capacity = config.num_envs * config.steps_per_iteration
     return {

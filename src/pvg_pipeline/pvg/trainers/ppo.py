@@ -25,7 +25,6 @@ from pvg_pipeline.pvg.protocols import Protocol, Rewards
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
     MultiAgentPolicy,
     action_log_prob,
@@ -33,14 +32,19 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
 from pvg_pipeline.pvg.trainers.advantages import masked_gae
 from pvg_pipeline.pvg.trainers.captured import CapturedCall
 from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore, TrainingState
+from pvg_pipeline.pvg.trainers.diagnostics import held_out_metrics, update_diagnostics
 from pvg_pipeline.pvg.trainers.fast_update import (
     make_updaters,
     minibatch_plan,
     update_agents_fixed_shape,
 )
 from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
-from pvg_pipeline.pvg.trainers.ppo_loss import LossWeights
+from pvg_pipeline.pvg.trainers.ppo_loss import LossWeights, value_loss_per_row
 from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
+from pvg_pipeline.pvg.trainers.shared_optimizer import (
+    make_optimizers,
+    update_agents_jointly,
+)
 
 __all__ = [
     "PPOConfig",
@@ -48,6 +52,7 @@ __all__ = [
     "acting_policy",
     "advantage_estimator",
     "compute_advantages",
+    "make_optimizers",
     "make_updaters",
     "minibatch_plan",
     "train_ppo",
@@ -78,8 +83,18 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True
     checkpoint_interval: int = 10
+    #: Every this many iterations (and at the last): test-split evaluation and
+    #: update diagnostics in the history.
+    eval_interval: int = 100
     cuda_graphs: bool = True
     compile: bool = False
+    #: ``mse`` or ``smooth_l1`` (the reference's), see ``ppo_loss.VALUE_LOSSES``.
+    value_loss: str = "mse"
+    #: One Adam over every agent with joint steps (module ``shared_optimizer``).
+    shared_optimizer: bool = False
+
+    def __post_init__(self) -> None:
+        self.loss_weights()  # rejects an unknown value_loss here, not mid-training
 
     def loss_weights(self) -> LossWeights:
         """The settings a gradient step needs."""
@@ -89,6 +104,7 @@ class PPOConfig:
             self.value_coefficient,
             self.max_grad_norm,
             self.normalize_advantage,
+            self.value_loss,
         )
 
 
@@ -104,11 +120,17 @@ def train_ppo(
     resume: TrainingState | None = None,
     on_iteration: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    evaluation_pairs: Mapping[str, Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``agents`` in place and return one metrics row per iteration.
 
     Parameters
     ----------
+    evaluation_pairs
+        Held-out pairs (the test split) played greedily every
+        ``config.eval_interval`` iterations and at the last; their metrics
+        (``test_accuracy``, ...) and the update diagnostics (``approx_kl_<agent>``,
+        ...) go into those iterations' rows.
     checkpoints
         Where a checkpoint is written every ``checkpoint_interval`` iterations.
     resume
@@ -126,16 +148,13 @@ def train_ppo(
     for agent in agents.values():
         agent.to(device).eval()  # see docs: batch norm uses running statistics
     policy = acting_policy(agents, protocol, config, device)
-    estimate_advantages = advantage_estimator(agents, config, device)
+    estimate_advantages = advantage_estimator(config, device)
     trainable = {n: a for n, a in agents.items() if any(True for _ in a.parameters())}
     updaters = make_updaters(agents, trainable, config)
     optimizers: dict[str, torch.optim.Optimizer] = (
         {name: updater.optimizer for name, updater in updaters.items()}
         if updaters
-        else {
-            name: torch.optim.Adam(agent.parameters(), lr=config.learning_rate)
-            for name, agent in trainable.items()
-        }
+        else make_optimizers(trainable, config)
     )
     try:
         shuffle = torch.Generator().manual_seed(seed + 1)
@@ -153,7 +172,9 @@ def train_ppo(
         for iteration in bar:
             started = time.perf_counter()
             with torch.no_grad():
-                experience = collect(env, policy, config.steps_per_iteration)
+                experience = collect(
+                    env, policy, config.steps_per_iteration, config.gamma
+                )
                 advantages, returns = estimate_advantages(experience)
             metrics = _episode_metrics(experience, protocol)
             if updaters:
@@ -176,6 +197,16 @@ def train_ppo(
             frames = config.num_envs * config.steps_per_iteration
             metrics = {"iteration": iteration + 1, **metrics}
             metrics["frames_per_second"] = frames / (time.perf_counter() - started)
+            if (iteration + 1) % config.eval_interval == 0 or (
+                iteration + 1 == config.iterations
+            ):
+                metrics |= update_diagnostics(
+                    agents, experience, returns, config.clip_epsilon
+                )
+                if evaluation_pairs is not None:
+                    metrics |= held_out_metrics(
+                        agents, protocol, evaluation_pairs, device
+                    )
             history.append(metrics)
             bar.set_postfix(
                 fps=f"{metrics['frames_per_second']:.0f}",
@@ -200,27 +231,24 @@ def train_ppo(
 
 
 def compute_advantages(
-    experience: Experience,
-    agents: Mapping[str, nn.Module],
-    config: PPOConfig,
+    experience: Experience, config: PPOConfig
 ) -> tuple[Tensor, Tensor]:
-    """Per-agent GAE of a collection, bootstrapped with every agent's value of the
-    last state (value columns in the order of ``agents``, i.e. protocol order)."""
-    return _advantages(agents, config, *_advantage_inputs(experience))
+    """Per-agent GAE of a collection, bootstrapped with each agent's value from its
+    own next turn (:attr:`Experience.bootstrap_value`)."""
+    return _advantages(config, *_advantage_inputs(experience))
 
 
 def advantage_estimator(
-    agents: Mapping[str, nn.Module], config: PPOConfig, device: torch.device
+    config: PPOConfig, device: torch.device
 ) -> Callable[[Experience], tuple[Tensor, Tensor]]:
-    """:func:`compute_advantages` for ``agents``; on CUDA (with ``cuda_graphs``)
-    replayed as one CUDA graph: eagerly the final values and the GAE loop are ~500
-    kernel launches, ~6 ms per iteration on an H100."""
+    """:func:`compute_advantages`; on CUDA (with ``cuda_graphs``) replayed as one
+    CUDA graph: eagerly the GAE loop is a few hundred kernel launches."""
     if not (config.cuda_graphs and device.type == "cuda"):
-        return lambda experience: compute_advantages(experience, agents, config)
+        return lambda experience: compute_advantages(experience, config)
 
     def advantages(*inputs: Tensor) -> tuple[Tensor, ...]:
         with torch.no_grad():
-            return _advantages(agents, config, *inputs)
+            return _advantages(config, *inputs)
 
     captured = CapturedCall(advantages, "the advantages")
 
@@ -232,38 +260,26 @@ def advantage_estimator(
 
 
 def _advantage_inputs(experience: Experience) -> tuple[Tensor, ...]:
-    final = experience.final_observation
     data = experience.data
     return (
-        *(final[key] for key in OBSERVATION_KEYS[:4]),
         experience.reward,
         data["value"],
         experience.done,
         data["active"],
+        experience.bootstrap_value,
     )
 
 
 def _advantages(
-    agents: Mapping[str, nn.Module],
     config: PPOConfig,
-    adjacency: Tensor,
-    node_mask: Tensor,
-    message_history: Tensor,
-    round_number: Tensor,
     reward: Tensor,
     value: Tensor,
     done: Tensor,
     active: Tensor,
+    bootstrap_value: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    final_value = torch.stack(
-        [
-            agent(adjacency, node_mask, message_history, round_number).value
-            for agent in agents.values()
-        ],
-        dim=-1,
-    )
     return masked_gae(
-        reward, value, done, active, final_value, config.gamma, config.gae_lambda
+        reward, value, done, active, bootstrap_value, config.gamma, config.gae_lambda
     )
 
 
@@ -292,8 +308,14 @@ def update_agents(
     """PPO epochs for every agent that has an optimiser; mean losses per agent.
 
     The plain reference path (variable-size minibatches, per-parameter Adam); the
-    trainer uses :func:`update_agents_fixed_shape` unless agents share parameters.
+    trainer uses :func:`update_agents_fixed_shape` unless agents share parameters
+    or one optimiser (``shared_optimizer``: joint steps, see
+    :func:`~pvg_pipeline.pvg.trainers.shared_optimizer.update_agents_jointly`).
     """
+    if config.shared_optimizer:
+        return update_agents_jointly(
+            agents, optimizers, experience, advantages, returns, config, shuffle
+        )
     return {
         name: _update_agent(
             agent,
@@ -355,7 +377,9 @@ def _update_agent(
             policy_loss = -torch.minimum(
                 ratio * mb_advantage, clipped * mb_advantage
             ).mean()
-            value_loss = (output.value - target[batch]).pow(2).mean()
+            value_loss = value_loss_per_row(
+                output.value, target[batch], config.value_loss
+            ).mean()
             loss = (
                 policy_loss
                 + config.value_coefficient * value_loss

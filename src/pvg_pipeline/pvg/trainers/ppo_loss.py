@@ -1,7 +1,8 @@
 """The PPO loss of one minibatch, in PyTorch operations.
 
-The clipped surrogate, the value loss and the entropy bonus of one agent's
-minibatch, with per-minibatch advantage normalisation: :func:`ppo_loss` with
+The clipped surrogate, the value loss (squared error, or the reference
+implementation's smooth L1) and the entropy bonus of one agent's minibatch, with
+per-minibatch advantage normalisation: :func:`ppo_loss` with
 autograd's backward pass, and for the padded minibatches of a captured step
 :func:`explicit_gradient_ppo_loss` with a hand-written one (fewer kernels). On the
 CPU the trainer's eager path computes the same with the fused kernel of
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+from torch.nn import functional
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentOutput
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
@@ -37,15 +39,39 @@ LOSS_KEYS = (
 )
 
 
+#: Value losses of a row with error ``e = value - target``: ``mse`` is ``e^2``;
+#: ``smooth_l1`` is torch's ``smooth_l1_loss`` with ``beta = 1`` (``e^2 / 2`` for
+#: ``|e| < 1``, else ``|e| - 1/2``), the reference implementation's.
+VALUE_LOSSES = ("mse", "smooth_l1")
+
+
 @dataclass(frozen=True)
 class LossWeights:
-    """The PPO settings one gradient step needs."""
+    """The PPO settings one gradient step needs (``value_loss``: one of
+    :data:`VALUE_LOSSES`)."""
 
     clip_epsilon: float
     entropy_coefficient: float
     value_coefficient: float
     max_grad_norm: float
     normalize_advantage: bool
+    value_loss: str = "mse"
+
+    def __post_init__(self) -> None:
+        if self.value_loss not in VALUE_LOSSES:
+            raise ValueError(
+                f"value_loss {self.value_loss!r}: expected one of "
+                f"{', '.join(VALUE_LOSSES)}"
+            )
+
+
+def value_loss_per_row(
+    value: Float[Tensor, "row"], target: Float[Tensor, "row"], kind: str
+) -> Float[Tensor, "row"]:
+    """Each row's value loss (:data:`VALUE_LOSSES`), in PyTorch operations."""
+    if kind == "smooth_l1":
+        return functional.smooth_l1_loss(value, target, reduction="none", beta=1.0)
+    return (value - target).pow(2)
 
 
 def masked_mean(values: Tensor, valid: Bool[Tensor, "row"], count: Tensor) -> Tensor:
@@ -88,7 +114,9 @@ def ppo_loss(
     clipped = ratio.clamp(1 - settings.clip_epsilon, 1 + settings.clip_epsilon)
     surrogate = torch.minimum(ratio * advantage, clipped * advantage)
     policy_loss = -mean(surrogate)
-    value_loss = mean((output.value - minibatch["target"]).pow(2))
+    value_loss = mean(
+        value_loss_per_row(output.value, minibatch["target"], settings.value_loss)
+    )
     entropy_mean = mean(entropy)
     loss = (
         policy_loss
@@ -202,7 +230,13 @@ class _ExplicitGradientLoss(torch.autograd.Function):
         share = torch.where(ratio == clipped, 1.0, to_unclipped)
         d_surrogate = advantage * ratio * share
         error = value - minibatch["target"]
-        per_row = torch.stack([surrogate, error * error, entropy, decision_entropy])
+        if settings.value_loss == "smooth_l1":
+            value_per_row = value_loss_per_row(value, minibatch["target"], "smooth_l1")
+            # d smooth_l1 / d value: e inside |e| < 1, its sign outside.
+            error = error.clamp(-1.0, 1.0)
+        else:
+            value_per_row = error * error
+        per_row = torch.stack([surrogate, value_per_row, entropy, decision_entropy])
         means = torch.mv(per_row, weight) / count
         ctx.set_materialize_grads(False)  # no zeros for the reported losses
         ctx.settings = settings
@@ -238,7 +272,10 @@ class _ExplicitGradientLoss(torch.autograd.Function):
                 minus_d_log_prob,
                 minus_d_entropy,
             )
-        grad_value = error * (row_weight * (2 * settings.value_coefficient))
+        # d(row's value loss)/d value: 2 e for the squared error; the clamped
+        # error (saved as ``error``) for smooth L1.
+        slope = settings.value_coefficient * (2 if settings.value_loss == "mse" else 1)
+        grad_value = error * (row_weight * slope)
         return grad_node, grad_decision, grad_value, None, None, None, None
 
 

@@ -15,6 +15,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS, step
+from pvg_pipeline.pvg.trainers.bootstrap import own_turn_bootstrap
 from pvg_pipeline.pvg.trainers.graphed_policy import game_player
 
 _STORED = (*OBSERVATION_KEYS, "node", "decision", "log_prob", "value")
@@ -49,6 +50,9 @@ class Experience:
     reward: Float[Tensor, "time batch agent"]
     done: Bool[Tensor, "time batch"]
     final_observation: TensorDict
+    #: Each agent's value at the final state, from its own next turn
+    #: (:func:`~pvg_pipeline.pvg.trainers.bootstrap.own_turn_bootstrap`).
+    bootstrap_value: Float[Tensor, "batch agent"]
     outcomes: EpisodeOutcomes
 
 
@@ -56,18 +60,22 @@ def collect(
     env: GraphIsomorphismEnv,
     policy: Callable[[TensorDictBase], TensorDictBase],
     steps: int,
+    gamma: float,
 ) -> Experience:
-    """Play ``steps`` rounds in every environment, starting from fresh episodes.
+    """Play ``steps`` rounds in every environment, continuing the episodes that
+    the previous collection left unfinished (fresh ones at the first call).
 
     Drives the game functions directly (no TorchRL step/reset bookkeeping); the
     transitions are identical to ``env.rollout`` with the same seeds (tested).
     Finished episodes are replaced in place, and the outcome of every episode that
-    ended is reported.
+    ended is reported (its return counted from the episode's start, also when that
+    was in an earlier collection). ``gamma`` discounts the bootstrap values.
     """
-    env.reset()
+    if env._state is None:
+        env.reset()
     state = env.state
     batch, num_agents = state["active"].shape
-    episode_return = torch.zeros(batch, num_agents, device=env.device)
+    episode_return = env.episode_return
     stored, rewards, dones = [], [], []
     # Per-step full tensors, masked once at the end: no host sync inside the loop.
     ended: dict[str, list[Tensor]] = {
@@ -98,12 +106,14 @@ def collect(
         episode_return = torch.where(done[:, None], 0.0, episode_return)
         state = env.replace_finished(state, done)
     env._state = state
+    env.episode_return = episode_return
     done_steps = torch.stack(dones)
     return Experience(
         data=torch.stack(stored),
         reward=torch.stack(rewards),
         done=done_steps,
         final_observation=state.select(*OBSERVATION_KEYS),
+        bootstrap_value=own_turn_bootstrap(policy, state, game, gamma),
         outcomes=EpisodeOutcomes(
             **{k: torch.stack(v)[done_steps] for k, v in ended.items()}
         ),

@@ -57,7 +57,12 @@ def run_training(
             "protocol": asdict(protocol),
             "rewards": asdict(rewards),
             "agents": {"prover": asdict(prover), "verifier": asdict(verifier)},
-            "trainer": {k: v for k, v in asdict(config).items() if k != "iterations"},
+            # Neither the budget nor how often the run evaluates changes a result.
+            "trainer": {
+                k: v
+                for k, v in asdict(config).items()
+                if k not in ("iterations", "eval_interval")
+            },
             "seed": seed,
             "max_nodes": max_nodes,
             "train_pairs": int(train_pairs["sizes"].shape[0]),
@@ -76,6 +81,7 @@ def run_training(
             checkpoints=store,
             resume=state,
             on_iteration=on_iteration,
+            evaluation_pairs=test_pairs,
         )
     specs = {name: verifier if name == "verifier" else prover for name in agents}
     exported = export_agents(
@@ -109,7 +115,14 @@ def _checkpoints(
             )
         directory = runs[-1]
     store = CheckpointStore(directory, fingerprint)
-    state = store.latest()
+    try:
+        state = store.latest()
+    except ValueError as error:
+        # Never restart silently: the folder's checkpoints are someone's results.
+        raise ValueError(
+            f"{error}. Restore the parameters it was made with to continue it, or "
+            f"move {directory} away to train from scratch"
+        ) from error
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {directory} to resume from")
     return store, state

@@ -2,7 +2,9 @@
 
 Each agent's network sees only the two graphs (no messages) and is trained with
 cross-entropy on the *train* split; accuracy is reported on the *test* split (the
-predecessor trained on its test split by mistake).
+predecessor trained on its test split by mistake), and for the verifier every
+learning metric of :func:`pvg_pipeline.pvg.evaluation.learning_metrics` with the
+``test_`` prefix.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pvg_pipeline.pvg.protocols import Decision
+from pvg_pipeline.pvg.classification import classify
+from pvg_pipeline.pvg.evaluation import classify_pairs, learning_metrics
+from pvg_pipeline.pvg.protocols import VERIFIER
 
-#: Decider logits used as the two classes: index 0 = non-isomorphic (reject).
-_CLASSES = [int(Decision.REJECT), int(Decision.ACCEPT)]
+__all__ = ["SoloAgentConfig", "accuracy", "classify", "train_solo_agents"]
 
 
 @dataclass(frozen=True)
@@ -27,19 +30,6 @@ class SoloAgentConfig:
     epochs: int = 100
     batch_size: int = 256
     learning_rate: float = 1e-3
-
-
-def classify(agent: nn.Module, adjacency: Tensor, sizes: Tensor) -> Tensor:
-    """Logits ``(batch, 2)`` (non-isomorphic, isomorphic) from the graphs alone."""
-    batch, _, n, _ = adjacency.shape
-    node_mask = torch.arange(n, device=adjacency.device) < sizes[:, None]
-    node_mask = node_mask[:, None, :].expand(-1, 2, -1)
-    rounds = agent.shape.max_rounds
-    channels = len(agent.shape.visible_channels)
-    history = torch.zeros(batch, rounds, channels, 2, n, device=adjacency.device)
-    round_number = torch.zeros(batch, dtype=torch.int64, device=adjacency.device)
-    output = agent(adjacency, node_mask, history, round_number)
-    return output.decision_logits[:, _CLASSES]
 
 
 def accuracy(agent: nn.Module, pairs: Mapping[str, Tensor], batch_size: int) -> float:
@@ -67,7 +57,12 @@ def train_solo_agents(
     on_iteration: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train every agent as a classifier; one metrics row per epoch."""
+    """Train every agent as a classifier; one metrics row per epoch.
+
+    A row holds ``iteration``, ``train_loss_<agent>`` and ``test_accuracy_<agent>``
+    for every agent, and the verifier's test-split learning metrics as ``test_``
+    followed by a :data:`pvg_pipeline.pvg.evaluation.LEARNING_METRICS` key.
+    """
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed + 1)
     optimizers = {
@@ -94,9 +89,16 @@ def train_solo_agents(
                 total += float(loss.detach())
                 batches += 1
             row[f"train_loss_{name}"] = total / max(batches, 1)
-            row[f"test_accuracy_{name}"] = accuracy(
-                agent, test_pairs, config.batch_size
-            )
+            if name == VERIFIER:
+                # The same rates the evaluate pipeline reports, per epoch.
+                episodes = classify_pairs(agent, test_pairs, config.batch_size)
+                metrics = learning_metrics(episodes)
+                row[f"test_accuracy_{name}"] = metrics["accuracy"]
+                row |= {f"test_{key}": value for key, value in metrics.items()}
+            else:
+                row[f"test_accuracy_{name}"] = accuracy(
+                    agent, test_pairs, config.batch_size
+                )
         history.append(row)
         if on_iteration is not None:
             on_iteration(row)

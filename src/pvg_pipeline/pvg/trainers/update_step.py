@@ -335,7 +335,7 @@ class AgentUpdater:
         mb = {k: v.index_select(0, rows) for k, v in frames.items()}
         output = self.agent(*(mb[key] for key in NETWORK_KEYS))
         w = self.weights
-        if cpu_loss.fusable(output):
+        if cpu_loss.fusable(output, w.value_loss):
             return cpu_loss.fused_ppo_loss(
                 output,
                 *(mb[key] for key in LOSS_KEYS),

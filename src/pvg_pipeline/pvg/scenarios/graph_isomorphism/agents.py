@@ -6,6 +6,13 @@ Per agent: dense GIN encoder over each graph -> sum pooling (optional batch norm
 graph's nodes and the pooled tokens -> heads: node selector (one logit per node),
 decider (verifier only: reject / accept / continue) and value.
 
+Three options follow the reference implementation where the defaults do not:
+``node_selector_layers: 2`` (an MLP instead of one linear layer),
+``round_in_heads`` (a one-hot of the round joins the decider's and value head's
+input) and ``most_recent_message_flag`` (a per-node feature for the message of
+the previous round). The fused CPU kernels implement the defaults only: with any
+of these (or ``tanh``) the parts concerned run in PyTorch.
+
 Node features are the messages of the channels the agent can see, so a channel the
 agent cannot see never enters its computation. Graphs have at most ~15 nodes, so
 everything is dense batched matmuls.
@@ -38,7 +45,30 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
 
 @dataclass(frozen=True)
 class AgentArchitecture:
-    """Architecture hyperparameters of one agent (paper-scale defaults)."""
+    """Architecture hyperparameters of one agent (paper-scale defaults).
+
+    Attributes
+    ----------
+    activation
+        ``relu`` or ``tanh``, in every MLP (GIN, transformer, heads).
+    batch_norm
+        Batch norm of the pooled GIN output. PPO keeps the agents in evaluation
+        mode, so there it is a fixed per-channel affine map with the initial
+        running statistics (mean 0, variance 1) and a learned scale and shift
+        (the solo-agent trainer uses batch statistics).
+    node_selector_layers
+        Linear layers of the node selector: 1 is one linear map per node; more
+        put the activation between layers of hidden width ``d_transformer`` (the
+        reference's node selector: 2 layers, hidden width 16).
+    round_in_heads
+        Concatenate a one-hot of the round (``max_rounds + 1`` classes) to the
+        decider's and the value head's input, as the reference does.
+    most_recent_message_flag
+        One more input feature per node and visible channel: 1 where the node
+        was sent in the previous round (the most recent message), else 0. The
+        reference adds it to the transformer's input tokens; here it joins the
+        message history at the network's input.
+    """
 
     num_gnn_layers: int = 2
     d_gnn: int = 16
@@ -50,6 +80,9 @@ class AgentArchitecture:
     activation: str = "relu"
     batch_norm: bool = True
     orthogonal_init: bool = True
+    node_selector_layers: int = 1
+    round_in_heads: bool = False
+    most_recent_message_flag: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,17 @@ def _mlp(d_in: int, d_hidden: int, d_out: int, activation: str) -> nn.Sequential
         _ACTIVATIONS[activation](),
         nn.Linear(d_hidden, d_out),
     )
+
+
+def _node_selector(d_model: int, layers: int, activation: str) -> nn.Module:
+    """One logit per node token: a linear map, or ``layers`` linear layers of
+    hidden width ``d_model`` with the activation between them."""
+    if layers == 1:
+        return nn.Linear(d_model, 1)
+    modules: list[nn.Module] = []
+    for _ in range(layers - 1):
+        modules += [nn.Linear(d_model, d_model), _ACTIVATIONS[activation]()]
+    return nn.Sequential(*modules, nn.Linear(d_model, 1))
 
 
 class DenseGINLayer(nn.Module):
@@ -252,7 +296,11 @@ class GraphIsomorphismAgent(nn.Module):
             torch.tensor(shape.visible_channels, dtype=torch.int64),
             persistent=False,
         )
+        self.most_recent_message_flag = arch.most_recent_message_flag
+        self.round_in_heads = arch.round_in_heads
         d_messages = shape.max_rounds * len(shape.visible_channels)
+        if arch.most_recent_message_flag:
+            d_messages += len(shape.visible_channels)
         self.body = (
             body if body is not None else AgentBody(arch, arch.d_gnn, shape.max_rounds)
         )
@@ -260,10 +308,11 @@ class GraphIsomorphismAgent(nn.Module):
         self.input = nn.Linear(d_messages + 1, self.body.arch.d_gnn)
         d_model = self.body.arch.d_transformer
         act = arch.activation
-        self.node_head = nn.Linear(d_model, 1)
-        self.value_head = _mlp(2 * d_model, arch.d_transformer_mlp, 1, act)
+        self.node_head = _node_selector(d_model, arch.node_selector_layers, act)
+        d_summary = 2 * d_model + (shape.max_rounds + 1 if arch.round_in_heads else 0)
+        self.value_head = _mlp(d_summary, arch.d_transformer_mlp, 1, act)
         self.decision_head = (
-            _mlp(2 * d_model, arch.d_transformer_mlp, len(Decision), act)
+            _mlp(d_summary, arch.d_transformer_mlp, len(Decision), act)
             if is_verifier
             else None
         )
@@ -282,7 +331,12 @@ class GraphIsomorphismAgent(nn.Module):
         seen = message_history.index_select(2, self.visible)
         d_messages = rounds * self.visible.shape[0]
         features = seen.permute(0, 3, 4, 1, 2).reshape(batch, 2, n, d_messages)
-        features = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)
+        extra = (
+            [_most_recent(seen, round_number)] if self.most_recent_message_flag else []
+        )
+        features = torch.cat(
+            [features, *extra, torch.ones_like(features[..., :1])], dim=-1
+        )
         tokens = self.body(
             _project(features, self.input), adjacency, node_mask, round_number
         )
@@ -295,10 +349,34 @@ class GraphIsomorphismAgent(nn.Module):
         logits = self.node_head(nodes).squeeze(-1)
         logits = logits.masked_fill(~real_nodes, float("-inf"))
         summary = pooled.reshape(batch, 2 * pooled.shape[-1])
+        if self.round_in_heads:
+            rounds_one_hot = _one_hot(round_number, self.shape.max_rounds + 1)
+            summary = torch.cat([summary, rounds_one_hot.to(summary.dtype)], dim=-1)
         decision = (
             self.decision_head(summary) if self.decision_head is not None else None
         )
         return AgentOutput(logits, decision, self.value_head(summary).squeeze(-1))
+
+
+def _most_recent(
+    seen: Float[Tensor, "batch round channel 2 node"],
+    round_number: Int64[Tensor, "batch"],
+) -> Float[Tensor, "batch 2 node channel"]:
+    """The message of the round before ``round_number`` in each channel (zeros in
+    round 0, which has none)."""
+    batch, rounds = seen.shape[:2]
+    previous = (round_number - 1).clamp(0, rounds - 1)
+    rows = torch.arange(batch, device=seen.device)
+    recent = seen[rows, previous] * (round_number > 0)[:, None, None, None]
+    return recent.permute(0, 2, 3, 1)
+
+
+def _one_hot(
+    round_number: Int64[Tensor, "batch"], classes: int
+) -> Bool[Tensor, "batch classes"]:
+    # A comparison, not ``F.one_hot``: that checks the values on the host, which
+    # a CUDA graph cannot capture.
+    return round_number[:, None] == torch.arange(classes, device=round_number.device)
 
 
 def _project(

@@ -6,10 +6,10 @@ From the transformer's output an agent computes its node logits (one per node,
 forward and as many backward, ~1.2 ms of a 256-row gradient step.
 ``cpu_heads.cpp`` does them in one call each way (building: :mod:`.cpu_kernels`).
 
-Used only where it applies (CPU float32, ReLU heads, widths multiple of the vector
-width, not inside ``torch.compile``); elsewhere, and when the build fails, the heads
-run in PyTorch: same results to float rounding. ``PVG_FUSED_CPU_HEADS=0`` turns it
-off.
+Used only where it applies (CPU float32, ReLU heads, a one-layer node selector, no
+round one-hot in the heads' input, widths multiple of the vector width, not inside
+``torch.compile``); elsewhere, and when the build fails, the heads run in PyTorch:
+same results to float rounding. ``PVG_FUSED_CPU_HEADS=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def fusable(agent: GraphIsomorphismAgent, tokens: Tensor) -> bool:
     if agent.decision_head is not None:
         mlps.append(agent.decision_head)
     if not all(isinstance(mlp[1], nn.ReLU) for mlp in mlps):
+        return False
+    # The kernel computes one linear node selector and heads that read exactly the
+    # two pooled tokens (no round one-hot appended).
+    if not isinstance(agent.node_head, nn.Linear):
+        return False
+    if any(mlp[0].in_features != 2 * tokens.shape[-1] for mlp in mlps):
         return False
     if not usable(tokens, SWITCH):
         return False

@@ -10,10 +10,10 @@ to the node logits, decision logits and values in one call; the backward pass on
 scales them (building: :mod:`.cpu_kernels`).
 
 It computes the formulas of the plain path (every row real, advantages normalised
-per minibatch), so the trainer uses it only on its eager CPU path, for CPU float32
-outputs outside ``torch.compile``; elsewhere, and when the build fails, the loss
-runs in PyTorch: same results to float rounding. ``PVG_FUSED_CPU_LOSS=0`` turns it
-off.
+per minibatch) with the squared-error value loss, so the trainer uses it only on
+its eager CPU path, for CPU float32 outputs outside ``torch.compile`` and
+``value_loss: mse``; elsewhere, and when the build fails, the loss runs in PyTorch:
+same results to float rounding. ``PVG_FUSED_CPU_LOSS=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -34,10 +34,16 @@ SWITCH = "PVG_FUSED_CPU_LOSS"
 _NONE = torch.empty(0)
 
 
-def fusable(output: AgentOutput) -> bool:
-    """Whether :func:`fused_ppo_loss` can take ``output``."""
-    return usable(output.node_logits, SWITCH) and (
-        output.decision_logits is None or output.decision_logits.dtype == torch.float32
+def fusable(output: AgentOutput, value_loss: str = "mse") -> bool:
+    """Whether :func:`fused_ppo_loss` can take ``output`` with the value loss
+    ``value_loss`` (it implements the squared error only)."""
+    return (
+        value_loss == "mse"
+        and usable(output.node_logits, SWITCH)
+        and (
+            output.decision_logits is None
+            or output.decision_logits.dtype == torch.float32
+        )
     )
 
 

@@ -102,6 +102,11 @@ class GraphIsomorphismEnv(EnvBase):
         self._generator = torch.Generator(device=self.device)
         self._set_seed(seed)
         self._state: TensorDict | None = None
+        #: Each running episode's rewards so far (a collection that ends
+        #: mid-episode hands it on to the next).
+        self.episode_return = torch.zeros(
+            batch_size, len(protocol.agents), device=self.device
+        )
         self._make_specs()
 
     @property
@@ -148,20 +153,33 @@ class GraphIsomorphismEnv(EnvBase):
         )
 
     def sampling_state(self) -> dict:
-        """Generator state and dataset-sampler position (for checkpoints)."""
-        return {
+        """Generator state, dataset-sampler position and the running episodes
+        (for checkpoints)."""
+        saved = {
             "generator": self._generator.get_state(),
             "order": self._sampler._order.cpu(),
             "cursor": self._sampler._cursor,
             "epoch": self._sampler.epoch,
         }
+        if self._state is not None:
+            saved["game"] = {k: v.cpu() for k, v in self._state.items()}
+            saved["episode_return"] = self.episode_return.cpu()
+        return saved
 
     def load_sampling_state(self, saved: dict) -> None:
-        """Continue drawing pairs exactly where :meth:`sampling_state` was taken."""
+        """Continue drawing pairs and playing the running episodes exactly where
+        :meth:`sampling_state` was taken."""
         self._generator.set_state(saved["generator"])
         self._sampler._order = saved["order"].to(self.device)
         self._sampler._cursor = saved["cursor"]
         self._sampler.epoch = saved["epoch"]
+        if "game" in saved:
+            self._state = TensorDict(
+                {k: v.to(self.device) for k, v in saved["game"].items()},
+                batch_size=self.batch_size,
+                device=self.device,
+            )
+            self.episode_return = saved["episode_return"].to(self.device)
 
     def _set_seed(self, seed: int | None) -> None:
         self._generator.manual_seed(int(seed or 0))
@@ -208,6 +226,7 @@ class GraphIsomorphismEnv(EnvBase):
             reset = tensordict["_reset"].reshape(batch)
         if self._state is None or reset is None or bool(reset.all()):
             self._state = self._new_states(batch)
+            self.episode_return = torch.zeros_like(self.episode_return)
         else:
             self._state = self.replace_finished(self._state, reset)
         return self._observation(

@@ -121,7 +121,13 @@ def step(
     decided = effective != Decision.CONTINUE
     timeout = ~decided & (round_number + 1 >= protocol.max_rounds)
     reward = protocol.rewards(
-        effective, can_decide, timeout, state["label"], state["participants"], rewards
+        effective,
+        can_decide,
+        active[:, protocol.verifier_index],
+        timeout,
+        state["label"],
+        state["participants"],
+        rewards,
     )
     next_state = state.clone(recurse=False)
     next_state["message_history"] = history

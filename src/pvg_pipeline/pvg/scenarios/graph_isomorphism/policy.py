@@ -14,7 +14,13 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentOutput
 
 
 class RandomAgent(nn.Module):
-    """Uniform over legal actions: real nodes, and reject/accept/continue."""
+    """Uniform over legal actions: real nodes, and reject/accept/continue.
+
+    Its logits carry fresh Gumbel noise at every call, so that greedy play
+    (evaluation) is a uniform draw too, not always the first legal action; sampled
+    play stays uniform. Its log-probabilities are not those of its policy, which
+    does not matter: it has nothing to train.
+    """
 
     def __init__(self, is_verifier: bool) -> None:
         super().__init__()
@@ -27,17 +33,22 @@ class RandomAgent(nn.Module):
         message_history: Tensor,
         round_number: Tensor,
     ) -> AgentOutput:
-        """Equal logits for every legal action; value 0."""
+        """Gumbel noise as logits for every legal action; value 0."""
         batch = node_mask.shape[0]
         legal = node_mask.flatten(1)
-        logits = torch.zeros(legal.shape, device=node_mask.device)
+        logits = _gumbel(legal.shape, node_mask.device)
         logits = logits.masked_fill(~legal, float("-inf"))
-        decision = torch.zeros(batch, len(Decision), device=node_mask.device)
+        decision = _gumbel((batch, len(Decision)), node_mask.device)
         return AgentOutput(
             logits,
             decision if self.is_verifier else None,
             torch.zeros(batch, device=node_mask.device),
         )
+
+
+def _gumbel(shape: tuple[int, ...], device: torch.device) -> Tensor:
+    uniform = torch.rand(shape, device=device).clamp_min(torch.finfo().tiny)
+    return -(-uniform.log()).log()
 
 
 def restrict_decisions(
