@@ -31,7 +31,9 @@ from pvg_pipeline.sweeps.learning import (
 from pvg_pipeline.sweeps.learning_report import results_markdown
 
 
-def write_results(project: Path, env: str, sweep: str, out_dir: Path) -> list[Path]:
+def write_results(
+    project: Path, env: str, sweep: str, out_dir: Path, where: str | None = None
+) -> list[Path]:
     """Read the sweep's trials and write the CSV, the figure and the page."""
     trials = collect_trials(project, env, sweep)
     folder = out_dir / "results"
@@ -52,7 +54,12 @@ def write_results(project: Path, env: str, sweep: str, out_dir: Path) -> list[Pa
     # The page is made from the CSV as written, never from the live objects.
     page.write_text(
         results_markdown(
-            pd.read_csv(csv), env, sweep, "results/learning.png", "results/learning.csv"
+            pd.read_csv(csv),
+            env,
+            sweep,
+            "results/learning.png",
+            "results/learning.csv",
+            where,
         )
     )
     return [csv, png, page]
@@ -67,9 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--project", default=Path.cwd(), type=Path, help="project folder"
     )
+    parser.add_argument(
+        "--where", default=None, help="on which machine the trials ran (printed)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
-    written = write_results(args.project.resolve(), args.env, args.sweep, args.out_dir)
+    written = write_results(
+        args.project.resolve(), args.env, args.sweep, args.out_dir, args.where
+    )
     sys.stdout.write("".join(f"wrote {path}\n" for path in written))
 
 

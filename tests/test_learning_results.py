@@ -31,6 +31,7 @@ from pvg_pipeline.sweeps.learning import (
 from pvg_pipeline.sweeps.learning_report import (
     NOT_MEASURED,
     NOT_REACHED,
+    NOT_YET,
     REACHED,
     accuracy_target,
     control_summary,
@@ -180,6 +181,9 @@ def test_accuracy_target_counts_completed_seeds():
     assert "seed 3 at iteration 1600" in text and "seed 4 never" in text
     assert "seed 4: 2000 (completed)" in text
     two_fail = _table(_pvg([0.85, 0.82, 0.9, 0.6, 0.7]))
+    # After 2 000 of the 5 000 allowed iterations the two may still get there.
+    assert accuracy_target(two_fail)[0] == NOT_YET
+    two_fail["iterations"] = 5000
     assert accuracy_target(two_fail)[0] == NOT_REACHED
     running = _table(
         _pvg(
@@ -246,7 +250,9 @@ def test_results_page_is_generated_from_the_csv(tmp_path):
     csv = tmp_path / "learning.csv"
     learning_table(trials).to_csv(csv, index=False)
     table = pd.read_csv(csv)
-    page = results_markdown(table, "gi_ppo", "learning")
+    page = results_markdown(table, "gi_ppo", "learning", where="a 2-core CPU")
+    assert "Where the trials ran: a 2-core CPU" in page
+    assert "Where the trials ran" not in results_markdown(table, "gi_ppo", "x")
     assert "**(a) pvg reaches" in page and f": {REACHED}.**" in page
     assert "5 of 5 pvg seeds" in page and "seed 2 at iteration 200" in page
     # (b) is provisional while the supervised control is still training.

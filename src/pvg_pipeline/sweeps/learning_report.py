@@ -25,6 +25,9 @@ HARD_MARGIN = 0.10
 BASELINES = ("random_prover", "solo_ppo", "solo_supervised")
 
 REACHED, NOT_REACHED, NOT_MEASURED = "reached", "not reached", "not yet measured"
+#: Target (a) not met by the iterations run so far, but the seeds may still reach
+#: it within the iteration limit.
+NOT_YET = "not reached yet"
 
 #: Columns of the per-trial table in the page.
 TRIAL_COLUMNS = [
@@ -131,11 +134,16 @@ def accuracy_target(table: pd.DataFrame) -> tuple[str, str]:
     good = (final >= TARGET_ACCURACY) & (steps <= ITERATION_LIMIT)
     completed = pvg["status"] == "completed"
     good_done = int((good & completed).sum())
-    failed_done = int((~good & completed).sum())
+    # A seed has failed only once it ran the whole iteration limit: a trial
+    # completed with a smaller budget continues when the budget is raised.
+    exhausted = completed & (steps >= ITERATION_LIMIT)
+    failed_done = int((~good & exhausted).sum())
     if good_done >= SEEDS_REQUIRED:
         verdict = REACHED
     elif len(pvg) - failed_done < SEEDS_REQUIRED:
         verdict = NOT_REACHED
+    elif bool(completed.all()):
+        verdict = NOT_YET
     else:
         verdict = NOT_MEASURED
     first = [_first_crossing(r) for r in pvg.itertuples()]
@@ -218,8 +226,10 @@ def results_markdown(
     sweep: str,
     figure: str = "results/learning.png",
     csv: str = "results/learning.csv",
+    where: str | None = None,
 ) -> str:
-    """The whole results page, from the learning table only."""
+    """The whole results page, from the learning table only (``where``: a sentence
+    saying on which machine the trials ran, printed as given)."""
     counts = table["status"].value_counts()
     status = ", ".join(f"{count} {name}" for name, count in counts.items())
     accuracy_verdict, accuracy_sentence = accuracy_target(table)
@@ -233,6 +243,7 @@ def results_markdown(
             f"from [`{csv}`]({csv}); every number below comes from that file. "
             f"Re-run the script to refresh it. Trials: {len(table)} ({status}).",
             "",
+            *([f"Where the trials ran: {where}", ""] if where else []),
             "## Targets",
             "",
             f"**(a) pvg reaches a final mean test accuracy ≥ {TARGET_ACCURACY:.2f} in "
