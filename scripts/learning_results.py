@@ -8,7 +8,10 @@ trials are read from their newest checkpoint::
 
 Writes ``<out-dir>/results/learning.csv`` (one row per trial),
 ``<out-dir>/results/learning.png`` and ``<out-dir>/results.md``, the page being
-generated from the CSV alone.
+generated from the CSVs alone. When the environment has the one-change-at-a-time
+sweep (``--changes-sweep``, default ``reference_changes``), its trials are
+compared with the learning sweep's pvg trials of the same seeds in
+``<out-dir>/results/<changes sweep>.csv`` and a section of the page.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from pvg_pipeline.pvg.reports import learning_curves_figure
-from pvg_pipeline.sweeps.collect import collect_trials
+from pvg_pipeline.sweeps.changes import changes_section, changes_table
+from pvg_pipeline.sweeps.collect import collect_sweep
 from pvg_pipeline.sweeps.learning import (
     CHANCE_ACCURACY,
     TARGET_ACCURACY,
@@ -31,11 +35,36 @@ from pvg_pipeline.sweeps.learning import (
 from pvg_pipeline.sweeps.learning_report import results_markdown
 
 
+def write_changes(
+    project: Path,
+    env: str,
+    sweep: str,
+    baselines: list,
+    folder: Path,
+) -> tuple[Path, str] | None:
+    """The changes sweep's CSV and page section (``None`` without that sweep)."""
+    if not (project / "conf" / env / "sweeps" / f"{sweep}.yml").is_file():
+        return None
+    definition, changed = collect_sweep(project, env, sweep)
+    csv = folder / f"{sweep}.csv"
+    changes_table(changed, definition.common, baselines).to_csv(csv, index=False)
+    section = changes_section(
+        pd.read_csv(csv), sweep, "learning", f"results/{csv.name}"
+    )
+    return csv, section
+
+
 def write_results(
-    project: Path, env: str, sweep: str, out_dir: Path, where: str | None = None
+    project: Path,
+    env: str,
+    sweep: str,
+    out_dir: Path,
+    where: str | None = None,
+    changes_sweep: str | None = "reference_changes",
 ) -> list[Path]:
-    """Read the sweep's trials and write the CSV, the figure and the page."""
-    trials = collect_trials(project, env, sweep)
+    """Read the sweeps' trials and write the CSVs, the figure and the page."""
+    _, collected = collect_sweep(project, env, sweep)
+    trials = [result for _, result in collected]
     folder = out_dir / "results"
     folder.mkdir(parents=True, exist_ok=True)
     csv, png, page = (
@@ -51,6 +80,12 @@ def write_results(
         title=f"Learning curves on the test split (sweep {sweep}, environment {env})",
     )
     figure.savefig(png, dpi=120)
+    baselines = [(t, r) for t, r in collected if r.control == "none"]
+    changes = (
+        write_changes(project, env, changes_sweep, baselines, folder)
+        if changes_sweep
+        else None
+    )
     # The page is made from the CSV as written, never from the live objects.
     page.write_text(
         results_markdown(
@@ -60,9 +95,10 @@ def write_results(
             "results/learning.png",
             "results/learning.csv",
             where,
+            (changes[1],) if changes else (),
         )
     )
-    return [csv, png, page]
+    return [csv, png, page, *([changes[0]] if changes else [])]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,10 +113,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--where", default=None, help="on which machine the trials ran (printed)"
     )
+    parser.add_argument(
+        "--changes-sweep",
+        default="reference_changes",
+        help="one-change-at-a-time sweep compared with the learning sweep "
+        "('' for none)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
     written = write_results(
-        args.project.resolve(), args.env, args.sweep, args.out_dir, args.where
+        args.project.resolve(),
+        args.env,
+        args.sweep,
+        args.out_dir,
+        args.where,
+        args.changes_sweep or None,
     )
     sys.stdout.write("".join(f"wrote {path}\n" for path in written))
 

@@ -307,7 +307,7 @@ def test_learning_results_of_a_tiny_sweep(project_with_data, tmp_path):
     ]
     assert sweep_table["iterations"].tolist() == [3, 3, 2]
 
-    def report(out):
+    def report(out, *extra):
         done = subprocess.run(
             [
                 sys.executable,
@@ -320,6 +320,7 @@ def test_learning_results_of_a_tiny_sweep(project_with_data, tmp_path):
                 str(out),
                 "--project",
                 str(root),
+                *extra,
             ],
             capture_output=True,
             text=True,
@@ -345,6 +346,26 @@ def test_learning_results_of_a_tiny_sweep(project_with_data, tmp_path):
     assert "0 of 1 pvg seeds" in page or "1 of 1 pvg seeds" in page
     assert "vs solo_ppo: not yet measured" in page
     assert page.count("| 0 | completed |") == 3  # seed 0, one row per trial
+    assert "One change at a time" not in page  # the test env has no such sweep
+
+    # A one-change sweep is compared with the pvg trial of the same seed.
+    (root / "conf/test/sweeps/change.yml").write_text(
+        "common: {trainer.ppo.iterations: 3}\n"
+        "trials:\n"
+        "  - {seed: 0, trainer.ppo.value_coefficient: 1.0}\n"
+    )
+    changed = _kedro(root, "sweep", "--env", "test", "--sweep", "change")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    _, page = report(tmp_path / "change", "--changes-sweep", "change")
+    changes = pd.read_csv(tmp_path / "change/results/change.csv")
+    assert changes["change"].tolist() == [
+        "baseline (no change)",
+        "trainer.ppo.value_coefficient=1.0",
+    ]
+    assert changes["compared_at"].tolist() == [3, 3]
+    assert changes["trial_id"].iloc[0] == sweep_table["trial_id"].iloc[0]
+    assert changes["test_accuracy"].notna().all()
+    assert "## One change at a time" in page and "iteration 3" in page
 
     # The pvg trial stopped mid-way: no record, no saved outputs, checkpoints only.
     pvg = sweep_table["trial_id"].iloc[0]

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pvg_pipeline.sweeps.definition import (
+    SweepDefinition,
     Trial,
     control_of,
     load_sweep,
@@ -182,25 +183,35 @@ def read_trial(
     )
 
 
-def collect_trials(project: Path, env: str, sweep: str) -> list[TrialResult]:
-    """Every trial of ``conf/<env>/sweeps/<sweep>.yml``, in the sweep's order."""
+def collect_sweep(
+    project: Path, env: str, sweep: str
+) -> tuple[SweepDefinition, list[tuple[Trial, TrialResult]]]:
+    """The sweep's definition and every trial with what is known of it, in order."""
     from pvg_pipeline.config import load_parameters
 
     base = load_parameters(env, project / "conf")
-    _, trials = load_sweep(project / "conf", env, sweep, base)
+    definition, trials = load_sweep(project / "conf", env, sweep, base)
     paths = catalog_paths(project, env)
     tagged = tagged_training_runs(paths["training_run"], sweep)
     state_dir = sweep_root(project, env, sweep) / "trials"
-    return [
-        read_trial(
-            project,
-            env,
-            sweep,
+    return definition, [
+        (
             trial,
-            resolve_trial(base, trial),
-            paths,
-            tagged.get(trial.trial_id, []),
-            state_dir,
+            read_trial(
+                project,
+                env,
+                sweep,
+                trial,
+                resolve_trial(base, trial),
+                paths,
+                tagged.get(trial.trial_id, []),
+                state_dir,
+            ),
         )
         for trial in trials
     ]
+
+
+def collect_trials(project: Path, env: str, sweep: str) -> list[TrialResult]:
+    """Every trial of ``conf/<env>/sweeps/<sweep>.yml``, in the sweep's order."""
+    return [result for _, result in collect_sweep(project, env, sweep)[1]]

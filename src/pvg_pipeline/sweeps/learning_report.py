@@ -227,9 +227,11 @@ def results_markdown(
     figure: str = "results/learning.png",
     csv: str = "results/learning.csv",
     where: str | None = None,
+    sections: tuple[str, ...] = (),
 ) -> str:
     """The whole results page, from the learning table only (``where``: a sentence
-    saying on which machine the trials ran, printed as given)."""
+    saying on which machine the trials ran, printed as given; ``sections``: further
+    Markdown sections placed after the learning curves)."""
     counts = table["status"].value_counts()
     status = ", ".join(f"{count} {name}" for name, count in counts.items())
     accuracy_verdict, accuracy_sentence = accuracy_target(table)
@@ -262,6 +264,7 @@ def results_markdown(
             "",
             f"![Test accuracy and hard balanced accuracy over training]({figure})",
             "",
+            *sections,
             "## Per trial",
             "",
             markdown_table(trials[[c for c in TRIAL_COLUMNS if c in trials]]),
