@@ -51,6 +51,36 @@ def test_type_and_range_errors_name_path_value_and_expectation(values, expected)
     assert "\n" not in message  # one problem, one line
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"seed": True}, "seed = True: expected an integer, not a boolean"),
+        (
+            {"trainer": {"ppo": {"iterations": False}}},
+            "trainer.ppo.iterations = False: expected an integer, not a boolean",
+        ),
+        (
+            {"trainer": {"ppo": {"learning_rate": True}}},
+            "trainer.ppo.learning_rate = True: expected a number, not a boolean",
+        ),
+        (
+            {"data_generation": {"train": {"num_pairs": True, "seed": 1}}},
+            "data_generation.train.num_pairs = True: expected an integer",
+        ),
+    ],
+)
+def test_booleans_are_not_numbers(values, expected):
+    assert expected in _problem(values)
+
+
+def test_booleans_stay_valid_where_a_boolean_is_expected():
+    parsed = parse_parameters(
+        ProjectParameters,
+        {"protocol": {"verifier_first": False}, "trainer": {"resume": True}},
+    )
+    assert parsed.protocol.verifier_first is False and parsed.trainer.resume is True
+
+
 def test_unknown_keys_are_listed_with_the_valid_ones():
     message = _problem({"data_generation": {"edge_probs": [0.5]}})
     assert "data_generation: unknown key(s) 'edge_probs'" in message

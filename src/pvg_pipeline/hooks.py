@@ -12,6 +12,7 @@ from kedro.pipeline import Pipeline
 
 from pvg_pipeline import tracking
 from pvg_pipeline.params import (
+    ParameterError,
     ProjectParameters,
     TrackingParams,
     merge_parameters,
@@ -48,7 +49,14 @@ class ParameterValidationHook:
             dict(context.config_loader["parameters"]),
             getattr(context, "_extra_params", None) or {},
         )
-        parse_parameters(ProjectParameters, parameters)
+        checked = parse_parameters(ProjectParameters, parameters)
+        if checked.device.startswith("cuda"):
+            # Before any data loads; torch is imported only for a CUDA request.
+            from pvg_pipeline.pvg.device import device_problem
+
+            problem = device_problem(checked.device)
+            if problem:
+                raise ParameterError([f"device = {checked.device!r}: {problem}"])
 
 
 class MissingInputError(click.ClickException):

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+import types
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import click
 from pydantic import (
@@ -72,6 +82,41 @@ class ParameterBlock(BaseModel):
                     f"{', '.join(cls.model_fields)}"
                 )
         return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _reject_booleans_as_numbers(cls, value: Any, info: Any) -> Any:
+        # pydantic's lax mode reads true/false as 1/0 for numbers: `seed: true`
+        # would silently train seed 1.
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            annotation = cls.model_fields[info.field_name].annotation
+            if not _accepts_bool(annotation):
+                raise ValueError(
+                    f"expected {_expected(annotation)}, not a boolean (true/false)"
+                )
+        return value
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field's type lets a boolean through as itself."""
+    if annotation in (bool, Any, object):
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return any(isinstance(arg, bool) for arg in get_args(annotation))
+    if origin is Annotated:
+        return _accepts_bool(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_accepts_bool(arg) for arg in get_args(annotation))
+    # Containers and models validate their own items; only scalars are numbers.
+    return annotation not in (int, float, type(None))
+
+
+def _expected(annotation: Any) -> str:
+    args = get_args(annotation) if get_origin(annotation) else (annotation,)
+    if float in args:
+        return "a number"
+    return "an integer" if int in args else "a value of another type"
 
 
 class SplitParams(ParameterBlock):

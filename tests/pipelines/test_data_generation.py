@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -95,34 +96,49 @@ def test_session_run_writes_new_versions_and_overwrites_nothing(project_copy):
     }
 
 
-@pytest.mark.slow
-def test_cli_rejects_bad_parameter_fast_with_one_line(project_copy):
+def _run_with(project: Path, params: str) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
     start = time.monotonic()
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kedro",
-            "run",
-            "--env",
-            "test",
-            "--params",
-            "data_generation.edge_probabilities=[1.5]",
-        ],
+        [sys.executable, "-m", "kedro", "run", "--env", "test", "--params", params],
         capture_output=True,
         text=True,
         env=env,
-        cwd=project_copy,
+        cwd=project,
         timeout=60,
     )
-    elapsed = time.monotonic() - start
+    return result, time.monotonic() - start
+
+
+def _errors(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+
+
+@pytest.mark.slow
+def test_cli_rejects_bad_parameter_fast_with_one_line(project_copy):
+    result, elapsed = _run_with(
+        project_copy, "data_generation.edge_probabilities=[1.5]"
+    )
     assert result.returncode != 0
     assert elapsed < 10  # validated before the pipelines (and torch) are imported
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert errors == [
+    assert _errors(result) == [
         "Error: invalid parameter data_generation.edge_probabilities[0] = 1.5: "
         "Input should be less than or equal to 1"
+    ]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (project_copy / "data").exists() or not any(
+        p.is_file() for p in (project_copy / "data").rglob("*")
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_rejects_cuda_without_cuda_before_any_data_loads(project_copy):
+    result, _ = _run_with(project_copy, "device=cuda")
+    assert result.returncode != 0
+    assert _errors(result) == [
+        "Error: invalid parameter device = 'cuda': CUDA is not available on this "
+        "machine; use device: auto or cpu"
     ]
     assert "Traceback" not in result.stderr + result.stdout
     assert not (project_copy / "data").exists() or not any(

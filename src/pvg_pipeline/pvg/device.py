@@ -5,6 +5,23 @@ from __future__ import annotations
 import torch
 
 
+def device_problem(name: str) -> str | None:
+    """Why ``device: name`` cannot run on this machine, or ``None`` if it can."""
+    if name in ("auto", "cpu"):
+        return None
+    device = torch.device(name)
+    if device.type != "cuda":
+        return None
+    if not torch.cuda.is_available():
+        return "CUDA is not available on this machine; use device: auto or cpu"
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        return (
+            f"this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}); use device: auto or cuda:0"
+        )
+    return None
+
+
 def resolve_device(name: str) -> torch.device:
     """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a usable device.
 
@@ -13,10 +30,7 @@ def resolve_device(name: str) -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device '{name}' was requested but CUDA is not available; "
-            "use device: auto or cpu"
-        )
-    return device
+    problem = device_problem(name)
+    if problem:
+        raise RuntimeError(f"device '{name}' was requested but {problem}")
+    return torch.device(name)
