@@ -278,11 +278,12 @@ def test_interrupted_trial_resumes_from_its_own_checkpoint(project_with_data):
 
     # Other parameters than the checkpoint's: the trial fails and says why.
     state.unlink()
-    _set_parameters(root, iterations=6, learning_rate=0.001)
+    _set_parameters(root, iterations=6, gamma=0.9)
     third = _kedro(root, *args, "long")
     assert third.returncode == 1
     error = json.loads(state.read_text())["error"]
-    assert "cannot resume from" in error and "different trainer" in error
+    assert "cannot resume from" in error
+    assert "trainer.gamma was 0.95, now 0.9" in error
     assert f"move {run} away to train from scratch" in error
     assert len(list(run.iterdir())) == 4  # nothing was overwritten or added
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import math
 from dataclasses import replace
 
@@ -108,7 +110,7 @@ def test_solo_verifier_learns_and_is_scored_on_the_test_split(easy, tmp_path):
     assert not list(tmp_path.iterdir())  # no PPO checkpoints for solo agents
 
 
-def _run(pairs, root, iterations, resume=False, seed=0):
+def _run(pairs, root, iterations, resume=False, seed=0, **settings):
     protocol = build_protocol("debate", max_message_rounds=4)
     config = PPOConfig(
         iterations=iterations,
@@ -117,6 +119,7 @@ def _run(pairs, root, iterations, resume=False, seed=0):
         epochs=2,
         minibatch_size=8,
         checkpoint_interval=2,
+        **settings,
     )
     return run_training(
         "ppo",
@@ -176,8 +179,66 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(easy, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint exists"):
         _run(train, tmp_path, 2, resume=True)
     _run(train, tmp_path, 2)
-    with pytest.raises(ValueError, match="different seed"):
+    with pytest.raises(ValueError, match="seed was 0, now 1"):
         _run(train, tmp_path, 4, resume=True, seed=1)
+
+
+def test_resume_names_a_refused_setting_and_allows_a_new_learning_rate(
+    easy, tmp_path, monkeypatch
+):
+    train, _ = easy
+    _run(train, tmp_path, 2)
+    with pytest.raises(ValueError) as refused:
+        _run(train, tmp_path, 4, resume=True, gamma=0.9)
+    assert "other settings: trainer.gamma was 0.95, now 0.9" in str(refused.value)
+
+    # A lower learning rate is the usual recovery: allowed, used and recorded.
+    used = []
+    original = torch.optim.Adam.load_state_dict
+
+    def spy(self, state):
+        original(self, state)
+        used.append(self)
+
+    monkeypatch.setattr(torch.optim.Adam, "load_state_dict", spy)
+    _, _, info = _run(train, tmp_path, 4, resume=True, learning_rate=1e-4)
+    assert info["resumed_from_iteration"] == 2
+    assert info["resumed_with_changes"] == {"trainer.learning_rate": [3e-4, 1e-4]}
+    assert used and all(
+        group["lr"] == 1e-4 for optimizer in used for group in optimizer.param_groups
+    )
+    # Its checkpoints carry the new rate: resuming them again changes nothing.
+    _, _, again = _run(train, tmp_path, 6, resume=True, learning_rate=1e-4)
+    assert again["resumed_from_iteration"] == 4
+    assert again["resumed_with_changes"] == {}
+
+
+def test_resume_sets_an_unreadable_newest_checkpoint_aside(easy, tmp_path):
+    train, _ = easy
+    _run(train, tmp_path, 4)
+    run_dir = next(tmp_path.iterdir())
+    newest = run_dir / "iteration_0000004.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    with pytest.warns(UserWarning, match="iteration_0000004.pt cannot be read"):
+        resumed, _, info = _run(train, tmp_path, 4, resume=True)
+    assert info["resumed_from_iteration"] == 2
+    assert info["unreadable_checkpoints"] == [str(newest) + ".unreadable"]
+    # Kept, not deleted; the iteration's checkpoint was written again.
+    assert (run_dir / "iteration_0000004.pt.unreadable").stat().st_size == 1000
+    assert CheckpointStore(run_dir, {}).iterations() == [2, 4]
+    straight, _, _ = _run(train, tmp_path / "straight", 4)
+    for name, entry in straight["agents"].items():
+        for key, value in entry["state_dict"].items():
+            assert torch.equal(value, resumed["agents"][name]["state_dict"][key])
+
+    # Nothing readable at all: one message naming what was set aside.
+    for path in run_dir.glob("iteration_*.pt"):
+        path.write_bytes(b"not a checkpoint")
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(FileNotFoundError, match="no readable checkpoint in .*set aside"),
+    ):
+        _run(train, tmp_path, 6, resume=True)
 
 
 def test_checkpoints_are_never_overwritten(easy, tmp_path):
@@ -206,13 +267,19 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_checkpoint(
 
     _run(train, tmp_path, 2)  # a good checkpoint at iteration 2
     monkeypatch.setattr(agents_module.GraphIsomorphismAgent, "forward", poisoned)
-    with pytest.raises(
-        TrainingDiverged,
-        match=r"loss of agent '\w+' is nan at iteration 3; the last good",
-    ):
-        _run(train, tmp_path, 6, resume=True)
     run_dir = next(tmp_path.iterdir())
+    with pytest.raises(TrainingDiverged) as diverged:
+        _run(train, tmp_path, 6, resume=True)
+    assert re.search(
+        r"loss of agent '\w+' is nan at iteration 3; the last good checkpoint is "
+        + re.escape(str(run_dir / "iteration_0000002.pt")),
+        str(diverged.value),
+    )
     assert CheckpointStore(run_dir, {}).iterations() == [2]
+    # Before the first checkpoint: the message says there is none.
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written yet"):
+        _run(train, tmp_path / "fresh", 2)
+    assert not list((tmp_path / "fresh").glob("*/*.pt"))
 
 
 @pytest.mark.parametrize("path", ["fixed_shape", "plain"])

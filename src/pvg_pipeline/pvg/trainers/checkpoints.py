@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,13 @@ class TrainingState:
         optimizers: Mapping[str, torch.optim.Optimizer],
         env: GraphIsomorphismEnv,
         shuffle: torch.Generator,
+        learning_rate: float | None = None,
     ) -> tuple[int, list[dict[str, float]]]:
-        """Load the snapshot into live objects; return iteration and history."""
+        """Load the snapshot into live objects; return iteration and history.
+
+        ``learning_rate`` replaces the one saved with the optimisers (a resumed
+        run may lower it, see :data:`ADJUSTABLE`).
+        """
         if set(self.agents) != set(agents):
             raise ValueError(
                 f"checkpoint has agents {sorted(self.agents)} but the run has "
@@ -93,6 +99,9 @@ class TrainingState:
                     f"not fit the run's optimiser ({error}); it was written by "
                     "another version or agent layout: start a new run"
                 ) from error
+            if learning_rate is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate
         torch.set_rng_state(self.rng["torch"])
         if "cuda" in self.rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self.rng["cuda"])
@@ -120,6 +129,10 @@ class CheckpointStore:
     def __init__(self, directory: str | Path, fingerprint: dict[str, Any]) -> None:
         self.directory = Path(directory)
         self.fingerprint = fingerprint
+        #: Settings that differ from the resumed checkpoint's: key -> [then, now].
+        self.adjusted: dict[str, list[Any]] = {}
+        #: Unreadable checkpoints set aside by :meth:`latest`.
+        self.unreadable: list[str] = []
 
     def save(self, state: TrainingState) -> Path:
         """Write a checkpoint; an existing file for the iteration is an error."""
@@ -148,25 +161,78 @@ class CheckpointStore:
         return TrainingState(**torch.load(path, weights_only=True))
 
     def latest(self) -> TrainingState | None:
-        """The newest checkpoint, checked against this run's fingerprint."""
-        iterations = self.iterations()
-        if not iterations:
-            return None
-        state = self.load(iterations[-1])
+        """The newest readable checkpoint, checked against this run's fingerprint.
+
+        An unreadable file (truncated by a full disk or a killed copy, corrupt) is
+        renamed ``<name>.unreadable`` (kept, never deleted, and out of the way of
+        the iteration's new checkpoint) with a warning, and the previous
+        checkpoint is used. Settings in :data:`ADJUSTABLE` may differ from the
+        checkpoint's; :attr:`adjusted` lists those that do.
+        """
+        for iteration in reversed(self.iterations()):
+            path = self.directory / f"iteration_{iteration:07d}.pt"
+            try:
+                state = self.load(iteration)
+            except Exception as error:  # noqa: BLE001 - any unreadable file
+                kept = path.with_name(path.name + ".unreadable")
+                os.replace(path, kept)
+                self.unreadable.append(str(kept))
+                warnings.warn(
+                    f"checkpoint {path} cannot be read ({type(error).__name__}); "
+                    f"kept as {kept.name}, resuming from the previous checkpoint",
+                    stacklevel=2,
+                )
+                continue
+            self._check(state)
+            return state
+        return None
+
+    def _check(self, state: TrainingState) -> None:
+        before, now = flatten(state.fingerprint), flatten(self.fingerprint)
         differing = sorted(
-            key
-            for key in set(state.fingerprint) | set(self.fingerprint)
-            if state.fingerprint.get(key) != self.fingerprint.get(key)
+            key for key in set(before) | set(now) if before.get(key) != now.get(key)
         )
-        if differing:
-            details = [
-                f"{key}: {state.fingerprint.get(key)!r} then, {self.fingerprint.get(key)!r} now"
-                for key in differing
-                if len(repr(state.fingerprint.get(key))) < 60
-            ]
+        refused = [key for key in differing if key not in ADJUSTABLE]
+        if refused:
+            details = "; ".join(
+                f"{key} was {_short(before.get(key))}, now {_short(now.get(key))}"
+                for key in refused
+            )
             raise ValueError(
                 f"cannot resume from {self.directory} (iteration {state.iteration}): "
-                f"it was made with a different {', '.join(differing)}"
-                + (f" ({'; '.join(details)})" if details else "")
+                f"it was made with other settings: {details}"
             )
-        return state
+        self.adjusted = {key: [before.get(key), now.get(key)] for key in differing}
+
+
+#: Settings a run may change when it resumes: they steer the next updates but do
+#: not change what the saved weights, optimiser moments or running games mean.
+ADJUSTABLE = frozenset(
+    f"trainer.{key}"
+    for key in (
+        "learning_rate",
+        "entropy_coefficient",
+        "clip_epsilon",
+        "max_grad_norm",
+        "checkpoint_interval",
+        "cuda_graphs",
+        "compile",
+    )
+)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and scalars are leaves)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, f"{path}.")
+        else:
+            flat[path] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -61,6 +61,22 @@ __all__ = [
 ]
 
 
+def last_good_checkpoint(checkpoints: CheckpointStore | None, config: PPOConfig) -> str:
+    """Where a diverged run can be resumed from, or that it cannot."""
+    saved = checkpoints.iterations() if checkpoints else []
+    if not saved:
+        return (
+            "no checkpoint was written yet (every "
+            f"{config.checkpoint_interval} iterations): start again, e.g. with a "
+            "lower trainer.ppo.learning_rate"
+        )
+    path = checkpoints.directory / f"iteration_{saved[-1]:07d}.pt"
+    return (
+        f"the last good checkpoint is {path}: resume it with trainer.resume=true "
+        "(a lower trainer.ppo.learning_rate is allowed)"
+    )
+
+
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
 
@@ -161,7 +177,9 @@ def train_ppo(
         history: list[dict[str, float]] = []
         start_iteration = 0
         if resume is not None:
-            start_iteration, history = resume.restore(agents, optimizers, env, shuffle)
+            start_iteration, history = resume.restore(
+                agents, optimizers, env, shuffle, config.learning_rate
+            )
         bar = tqdm(
             range(start_iteration, config.iterations),
             initial=start_iteration,
@@ -190,8 +208,8 @@ def train_ppo(
                     if not math.isfinite(value):
                         raise TrainingDiverged(
                             f"{key} of agent {name!r} is {value} at iteration "
-                            f"{iteration + 1}; the last good checkpoint is kept"
-                            + (f" in {checkpoints.directory}" if checkpoints else "")
+                            f"{iteration + 1}; "
+                            + last_good_checkpoint(checkpoints, config)
                         )
                     metrics[f"{key}_{name}"] = value
             frames = config.num_envs * config.steps_per_iteration

@@ -70,6 +70,9 @@ def run_training(
         store, state = _checkpoints(Path(checkpoint_root), resume, fingerprint)
         info["checkpoint_dir"] = str(store.directory)
         info["resumed_from_iteration"] = state.iteration if state else 0
+        # What the resumed run changed, and which files it had to set aside.
+        info["resumed_with_changes"] = store.adjusted
+        info["unreadable_checkpoints"] = store.unreadable
         history = train_ppo(
             agents,
             protocol,
@@ -124,5 +127,12 @@ def _checkpoints(
             f"move {directory} away to train from scratch"
         ) from error
     if state is None:
-        raise FileNotFoundError(f"no checkpoint in {directory} to resume from")
+        unreadable = (
+            f" (unreadable, set aside: {', '.join(store.unreadable)})"
+            if store.unreadable
+            else ""
+        )
+        raise FileNotFoundError(
+            f"no readable checkpoint in {directory} to resume from{unreadable}"
+        )
     return store, state
