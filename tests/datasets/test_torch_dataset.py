@@ -114,3 +114,36 @@ class TestTorchDatasetVersioned:
         assert not dataset.exists()
         with pytest.raises(DatasetError):
             dataset.load()
+
+
+def test_deduplicated_versions_share_one_file_only_when_identical(tmp_path, payload):
+    path = str(tmp_path / "table.pt")
+
+    def save(data, version):
+        TorchDataset(
+            filepath=path, version=Version(None, version), deduplicate=True
+        ).save(data)
+        return tmp_path / "table.pt" / version / "table.pt"
+
+    first = save(payload, "2026-01-01T00.00.00.000Z")
+    second = save(payload, "2026-01-02T00.00.00.000Z")
+    assert first.stat().st_ino == second.stat().st_ino  # one file, two versions
+    changed = {**payload, "sizes": torch.tensor([3, 3, 3, 3])}
+    third = save(changed, "2026-01-03T00.00.00.000Z")
+    assert third.stat().st_ino != second.stat().st_ino
+    # Compared with the newest only: the payload again is written anew.
+    fourth = save(payload, "2026-01-04T00.00.00.000Z")
+    assert fourth.stat().st_ino not in (first.stat().st_ino, third.stat().st_ino)
+    latest = TorchDataset(filepath=path, version=Version(None, None))
+    _assert_same(latest.load(), payload)
+    assert len(latest.available_versions()) == 4
+    # Without the option every version is its own file.
+    plain = TorchDataset(
+        filepath=str(tmp_path / "plain.pt"), version=Version(None, "v1")
+    )
+    plain.save(payload)
+    TorchDataset(filepath=str(tmp_path / "plain.pt"), version=Version(None, "v2")).save(
+        payload
+    )
+    inodes = {p.stat().st_ino for p in (tmp_path / "plain.pt").glob("*/plain.pt")}
+    assert len(inodes) == 2

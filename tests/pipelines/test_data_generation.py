@@ -76,6 +76,12 @@ def test_session_run_writes_new_versions_and_overwrites_nothing(project_copy):
     ):
         versions = sorted((project_copy / "data" / name).iterdir())
         assert len(versions) == 2, name
+    # The prime table is the same every run: its second version is the same file.
+    first_table, second_table = (
+        v / "prime_table.pt"
+        for v in sorted((project_copy / "data/01_raw/prime_table.pt").iterdir())
+    )
+    assert first_table.stat().st_ino == second_table.stat().st_ino
     train_versions = sorted(
         (project_copy / "data/03_primary/graph_pairs_train.pt").iterdir()
     )

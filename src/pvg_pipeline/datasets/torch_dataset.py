@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import os
 from copy import deepcopy
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
@@ -17,6 +20,8 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 from kedro_datasets._typing import JSONPreview
+
+logger = logging.getLogger(__name__)
 
 
 class TorchDataset(AbstractVersionedDataset[Any, Any]):
@@ -49,6 +54,7 @@ class TorchDataset(AbstractVersionedDataset[Any, Any]):
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        deduplicate: bool = False,
     ) -> None:
         """Create a dataset for ``filepath`` (any fsspec URL).
 
@@ -66,6 +72,11 @@ class TorchDataset(AbstractVersionedDataset[Any, Any]):
             Passed to the fsspec filesystem.
         metadata
             Free-form metadata (kedro-viz reads ``kedro-viz: layer``).
+        deduplicate
+            For a versioned dataset on the local disk: a save whose bytes equal
+            the newest version's becomes a hard link to that file, so a table
+            recomputed identically by every run (the prime table, 129 MB) is
+            stored once while every run still has its version.
         """
         fs_args = deepcopy(fs_args) or {}
         protocol, path = get_protocol_and_path(filepath, version)
@@ -83,6 +94,7 @@ class TorchDataset(AbstractVersionedDataset[Any, Any]):
         self._load_args = {**self.DEFAULT_LOAD_ARGS, **(load_args or {})}
         self._load_args.pop("weights_only", None)
         self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
+        self._deduplicate = deduplicate
 
     def _describe(self) -> dict[str, Any]:
         return {
@@ -91,6 +103,7 @@ class TorchDataset(AbstractVersionedDataset[Any, Any]):
             "load_args": self._load_args,
             "save_args": self._save_args,
             "version": self._version,
+            "deduplicate": self._deduplicate,
         }
 
     def load(self) -> Any:
@@ -114,12 +127,42 @@ class TorchDataset(AbstractVersionedDataset[Any, Any]):
     def save(self, data: Any) -> None:
         """Save ``data``; a versioned save never replaces an existing file."""
         save_path = get_filepath_str(self._get_save_path(), self._protocol)
+        if self._deduplicate and self._version and self._protocol == "file":
+            buffer = io.BytesIO()
+            torch.save(data, buffer, **self._save_args)
+            payload = buffer.getvalue()
+            same = self._identical_version(payload, save_path)
+            if same is not None:
+                Path(save_path).parent.mkdir(parents=True, exist_ok=True)
+                os.link(same, save_path)
+                logger.info(
+                    "%s is identical to %s: saved as a link to it (no extra space)",
+                    self._filepath.name,
+                    same,
+                )
+                self._invalidate_cache()
+                return
         # Write then move, so an interrupted save leaves no truncated file behind.
         partial = f"{save_path}.partial"
         with self._fs.open(partial, mode="wb") as file:
-            torch.save(data, file, **self._save_args)
+            if self._deduplicate and self._version and self._protocol == "file":
+                file.write(payload)
+            else:
+                torch.save(data, file, **self._save_args)
         self._fs.mv(partial, save_path)
         self._invalidate_cache()
+
+    def _identical_version(self, payload: bytes, save_path: str) -> str | None:
+        """The newest saved version's file if its bytes are ``payload``."""
+        for path in self._get_versions():
+            candidate = get_filepath_str(PurePosixPath(path), self._protocol)
+            if candidate == save_path:
+                continue
+            file = Path(candidate)
+            if file.stat().st_size == len(payload) and file.read_bytes() == payload:
+                return candidate
+            return None  # only the newest: older ones are not worth reading
+        return None
 
     def _exists(self) -> bool:
         try:
