@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import re
 from copy import deepcopy
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -119,10 +120,10 @@ class TorchDataset(AbstractVersionedDataset[Any, Any]):
             ) from error
         except Exception as error:  # torch raises several types for bad files
             raise DatasetError(
-                f"'{load_path}' is not a readable torch file ({error}); it may be "
-                "truncated or corrupt. Pin another version with --load-versions "
-                "or regenerate it."
-            ) from error
+                f"'{load_path}' is not a readable torch file ({load_problem(error)}); "
+                "it may be truncated, corrupt or not made by this project. Pin "
+                "another version with --load-versions or regenerate it."
+            ) from None
 
     def save(self, data: Any) -> None:
         """Save ``data``; a versioned save never replaces an existing file."""
@@ -183,6 +184,23 @@ class TorchDataset(AbstractVersionedDataset[Any, Any]):
     def preview(self) -> JSONPreview:
         """Summarise the stored object for kedro-viz: keys, shapes, dtypes, counts."""
         return JSONPreview(json.dumps(describe_tensors(self.load()), default=str))
+
+
+def load_problem(error: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused a file.
+
+    PyTorch's own message advises retrying with ``weights_only=False``: for a file
+    of unknown origin that runs arbitrary code, so only the cause is kept.
+    """
+    text = str(error)
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if match:
+        return f"it contains a Python object ({match.group(1)}), not only tensors"
+    lines = text.strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else type(error).__name__
+    if "weights_only" in first or len(first) > 200:
+        return type(error).__name__
+    return first
 
 
 def describe_tensors(value: Any, depth: int = 0) -> Any:
