@@ -6,8 +6,20 @@ import os
 from pathlib import Path
 
 import click
+from kedro.framework.cli.utils import KedroCliError
 
 from pvg_pipeline.config import load_parameters
+
+
+def _show_message(self: KedroCliError, file: object = None) -> None:
+    # Kedro's own ``show`` formats ``sys.exc_info()``, which is empty once click
+    # reports the error: a malformed ``--load-versions`` printed "NoneType: None"
+    # and pointed at a ``--verbose`` option that does not exist.
+    click.echo(f"Error: {self.format_message()}", err=True)
+
+
+# Kedro imports this module for every command run in the project.
+KedroCliError.show = _show_message  # type: ignore[method-assign]
 
 
 @click.group(name="pvg_pipeline")

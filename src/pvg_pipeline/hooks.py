@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,7 +12,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Pipeline
 
-from pvg_pipeline import tracking
+from pvg_pipeline import run_errors, tracking
 from pvg_pipeline.params import (
     ParameterError,
     ProjectParameters,
@@ -49,6 +51,7 @@ class ParameterValidationHook:
             dict(context.config_loader["parameters"]),
             getattr(context, "_extra_params", None) or {},
         )
+        run_errors.install(Path(context.project_path))
         checked = parse_parameters(ProjectParameters, parameters)
         if checked.device.startswith("cuda"):
             # Before any data loads; torch is imported only for a CUDA request.
@@ -75,7 +78,11 @@ class InputDatasetHook:
     ) -> None:
         """Raise one readable error naming each missing input and its producer."""
         env = run_params.get("env") or "base"
-        problems = []
+        problems = _load_version_problems(
+            run_params.get("load_versions") or {}, pipeline, catalog
+        )
+        if problems:
+            raise MissingInputError(problems)
         for name in sorted(pipeline.inputs()):
             if name == "parameters" or name.startswith("params:"):
                 continue
@@ -89,6 +96,45 @@ class InputDatasetHook:
             problems.append(f"dataset '{name}' has no saved version to load; {hint}")
         if problems:
             raise MissingInputError(problems)
+
+
+#: Kedro's version names: the UTC time of the save.
+VERSION_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z$")
+
+
+def _versions_of(dataset: Any) -> list[str]:
+    try:
+        return [Path(p).parent.name for p in dataset._get_versions()]
+    except Exception:  # noqa: BLE001 - not versioned, or not listable
+        return []
+
+
+def _load_version_problems(
+    load_versions: dict[str, str], pipeline: Pipeline, catalog: CatalogProtocol
+) -> list[str]:
+    """One line per ``--load-versions`` entry that cannot be loaded."""
+    problems = []
+    used = pipeline.datasets()
+    for name, version in sorted(load_versions.items()):
+        if name not in used:
+            problems.append(
+                f"--load-versions {name}:{version}: the pipeline reads no dataset "
+                f"'{name}'; it reads {', '.join(sorted(pipeline.inputs()))}"
+            )
+            continue
+        known = _versions_of(catalog.get(name))
+        shown = ", ".join(known[:5]) or "none saved"
+        if not VERSION_NAME.match(version):
+            problems.append(
+                f"--load-versions {name}:{version}: not a version name (expected "
+                f"YYYY-MM-DDThh.mm.ss.sssZ); newest versions: {shown}"
+            )
+        elif version not in known:
+            problems.append(
+                f"--load-versions {name}:{version}: no such version; newest "
+                f"versions: {shown}"
+            )
+    return problems
 
 
 class TrackingHook:

@@ -48,7 +48,9 @@ class TestTorchDataset:
         path = tmp_path / "pairs.pt"
         TorchDataset(filepath=str(path)).save(payload)
         path.write_bytes(path.read_bytes()[:100])
-        with pytest.raises(DatasetError, match="failed reading zip archive.*truncated, corrupt"):
+        with pytest.raises(
+            DatasetError, match="failed reading zip archive.*truncated, corrupt"
+        ):
             TorchDataset(filepath=str(path)).load()
 
     def test_loads_with_weights_only(self, tmp_path):

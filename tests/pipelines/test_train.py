@@ -84,11 +84,21 @@ def test_dataset_padded_to_other_sizes_is_refused():
     from pvg_pipeline.pipelines.evaluate.nodes import check_max_nodes
     from pvg_pipeline.pipelines.train.nodes import check_dataset_matches
 
-    pairs = {"adjacency": _torch.zeros(3, 2, 9, 9, dtype=_torch.bool)}
+    pairs = {
+        "adjacency": _torch.zeros(3, 2, 9, 9, dtype=_torch.bool),
+        "sizes": _torch.full((3,), 9),
+        "wl_scores": _torch.tensor([1, 2, -1]),
+        "is_isomorphic": _torch.tensor([False, False, True]),
+    }
     with pytest.raises(
         ValueError, match="graph_pairs_train has max_nodes=9 but .* max_nodes=11"
     ):
         check_dataset_matches(pairs, ProjectParameters(), "graph_pairs_train")
+    with pytest.raises(ValueError, match="it lacks adjacency, sizes.*it has x"):
+        check_dataset_matches({"x": 1}, ProjectParameters(), "graph_pairs_train")
+    short = {**pairs, "sizes": _torch.full((2,), 9)}
+    with pytest.raises(ValueError, match="different lengths .*sizes: 2"):
+        check_dataset_matches(short, ProjectParameters(), "graph_pairs_train")
     with pytest.raises(
         ValueError,
         match="trained on graphs padded to 11 nodes but graph_pairs_test has 9",
@@ -104,3 +114,56 @@ def test_missing_inputs_name_the_pipeline_that_writes_them(project_copy):
     assert producer("graph_pairs_train") == "data_generation"
     assert producer("agents") == "train"
     assert producer("evaluation_metrics_versions") == "evaluate"
+
+
+def _cli(root, *args):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "WANDB_MODE": "disabled"}
+    env.pop("PVG_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--env", "test", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_known_failures_are_one_line_with_the_traceback_in_a_file(project_copy):
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, env="test") as session:
+        session.run(pipeline_names=["data_generation"])
+    (version,) = _versions(project_copy, "03_primary/graph_pairs_train.pt")
+
+    malformed = _cli(project_copy, "--pipelines", "train", "--load-versions", "x")
+    assert malformed.returncode != 0
+    errors = [e for e in malformed.stderr.splitlines() if e.startswith("Error:")]
+    assert errors == [
+        "Error: Expected the form of 'load_versions' to be "
+        "'dataset_name:YYYY-MM-DDThh.mm.ss.sssZ',found x instead"
+    ]
+    assert "NoneType" not in malformed.stderr + malformed.stdout
+
+    unknown = _cli(
+        project_copy,
+        "--pipelines",
+        "train",
+        "--load-versions",
+        "graph_pairs_train:2020-01-01T00.00.00.000Z",
+    )
+    assert unknown.returncode != 0
+    assert "no such version; newest versions: " + version.name in unknown.stderr
+
+    # A truncated dataset: one line naming the file, the traceback in the log.
+    data = version / "graph_pairs_train.pt"
+    data.write_bytes(data.read_bytes()[:200])
+    broken = _cli(project_copy, "--pipelines", "train")
+    assert broken.returncode != 0
+    assert "Traceback" not in broken.stderr + broken.stdout
+    errors = [e for e in broken.stderr.splitlines() if e.startswith("Error:")]
+    assert len(errors) == 1
+    assert f"'{data}' is not a readable torch file" in errors[0]
+    log = (project_copy / "logs/last_error.log").read_text()
+    assert log.startswith("Traceback") and "DatasetError" in log
+    assert not (project_copy / "data/06_models/agents.pt").exists()

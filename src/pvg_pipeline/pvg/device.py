@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pvg_pipeline.pvg.errors import RunError
+
 
 def device_problem(name: str) -> str | None:
     """Why ``device: name`` cannot run on this machine, or ``None`` if it can."""
@@ -32,5 +34,5 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     problem = device_problem(name)
     if problem:
-        raise RuntimeError(f"device '{name}' was requested but {problem}")
+        raise RunError(f"device '{name}' was requested but {problem}")
     return torch.device(name)

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from pvg_pipeline import tracking
 from pvg_pipeline.params import ProjectParameters, parse_parameters
 from pvg_pipeline.pvg.device import resolve_device
+from pvg_pipeline.pvg.errors import RunError
 from pvg_pipeline.pvg.reports import training_curves_figure
 from pvg_pipeline.pvg.trainers.ppo import PPOConfig
 from pvg_pipeline.pvg.trainers.run import run_training
@@ -36,6 +37,7 @@ def train_agents(
     """Train the protocol's agents; return agents, history and the run record."""
     params = parse_parameters(ProjectParameters, parameters)
     check_dataset_matches(graph_pairs_train, params, "graph_pairs_train")
+    check_dataset_matches(graph_pairs_test, params, "graph_pairs_test")
     trainer = params.trainer
     config = (
         PPOConfig(
@@ -74,18 +76,47 @@ def train_agents(
     return agents, pd.DataFrame(history), record
 
 
+#: Tensors every graph-pair dataset holds, one row per pair.
+PAIR_KEYS = ("adjacency", "sizes", "wl_scores", "is_isomorphic")
+
+
 def check_dataset_matches(
     pairs: dict[str, Any], params: ProjectParameters, name: str
 ) -> None:
-    """The dataset must have the padded size the parameters describe."""
+    """The dataset must hold graph pairs of the padded size the parameters describe.
+
+    Raises
+    ------
+    DatasetMismatchError
+        Missing keys, rows of different lengths, or another padded size.
+    """
+    missing = [key for key in PAIR_KEYS if key not in pairs]
+    if missing:
+        raise DatasetMismatchError(
+            f"{name} is not a graph-pair dataset: it lacks {', '.join(missing)} "
+            f"(it has {', '.join(map(str, pairs)) or 'nothing'}); regenerate it "
+            "with kedro run --pipelines data_generation"
+        )
+    lengths = {key: len(pairs[key]) for key in PAIR_KEYS}
+    if len(set(lengths.values())) > 1:
+        raise DatasetMismatchError(
+            f"{name} has tensors of different lengths "
+            f"({', '.join(f'{k}: {v}' for k, v in lengths.items())}); it is "
+            "corrupt: regenerate it or pin another version"
+        )
     expected = params.data_generation.padded_nodes
     actual = int(pairs["adjacency"].shape[-1])
     if actual != expected:
-        raise ValueError(
+        raise DatasetMismatchError(
             f"{name} has max_nodes={actual} but data_generation describes "
-            f"max_nodes={expected}; regenerate the data with these parameters "
-            "(kedro run --pipelines data_generation) or pin a matching version"
+            f"max_nodes={expected}: it was generated with other parameters "
+            "(another --env?); regenerate it with these (kedro run --pipelines "
+            "data_generation --env <this env>) or pin a matching version"
         )
+
+
+class DatasetMismatchError(RunError, ValueError):
+    """A dataset that does not fit the run's parameters."""
 
 
 def package_versions() -> dict[str, str]:

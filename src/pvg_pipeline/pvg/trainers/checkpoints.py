@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pvg_pipeline.pvg.errors import ResumeError
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
@@ -82,7 +83,7 @@ class TrainingState:
         run may lower it, see :data:`ADJUSTABLE`).
         """
         if set(self.agents) != set(agents):
-            raise ValueError(
+            raise ResumeError(
                 f"checkpoint has agents {sorted(self.agents)} but the run has "
                 f"{sorted(agents)}: was it made with another protocol?"
             )
@@ -94,7 +95,7 @@ class TrainingState:
             except ValueError as error:
                 # e.g. per-parameter Adam state (older checkpoints, or a shared
                 # body) against the trainer's one flat buffer per agent.
-                raise ValueError(
+                raise ResumeError(
                     f"the optimiser state of agent {name!r} in this checkpoint does "
                     f"not fit the run's optimiser ({error}); it was written by "
                     "another version or agent layout: start a new run"
@@ -198,7 +199,7 @@ class CheckpointStore:
                 f"{key} was {_short(before.get(key))}, now {_short(now.get(key))}"
                 for key in refused
             )
-            raise ValueError(
+            raise ResumeError(
                 f"cannot resume from {self.directory} (iteration {state.iteration}): "
                 f"it was made with other settings: {details}"
             )

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pvg_pipeline.pvg.allocator import retain_freed_memory
+from pvg_pipeline.pvg.errors import RunError
 from pvg_pipeline.pvg.protocols import Protocol, Rewards
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
@@ -77,7 +78,7 @@ def last_good_checkpoint(checkpoints: CheckpointStore | None, config: PPOConfig)
     )
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunError):
     """A loss became NaN or infinite."""
 
 

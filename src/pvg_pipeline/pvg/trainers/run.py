@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from pvg_pipeline.pvg.errors import MissingCheckpointError, ResumeError
 from pvg_pipeline.pvg.protocols import Protocol, Rewards
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import (
     AgentSpec,
@@ -112,7 +113,7 @@ def _checkpoints(
     else:
         runs = sorted(p for p in root.glob("*") if CheckpointStore(p, {}).iterations())
         if not runs:
-            raise FileNotFoundError(
+            raise MissingCheckpointError(
                 f"trainer.resume is true but no checkpoint exists under {root}; "
                 "start a run without resume first"
             )
@@ -122,7 +123,7 @@ def _checkpoints(
         state = store.latest()
     except ValueError as error:
         # Never restart silently: the folder's checkpoints are someone's results.
-        raise ValueError(
+        raise ResumeError(
             f"{error}. Restore the parameters it was made with to continue it, or "
             f"move {directory} away to train from scratch"
         ) from error
@@ -132,7 +133,7 @@ def _checkpoints(
             if store.unreadable
             else ""
         )
-        raise FileNotFoundError(
+        raise MissingCheckpointError(
             f"no readable checkpoint in {directory} to resume from{unreadable}"
         )
     return store, state
