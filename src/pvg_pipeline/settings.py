@@ -1,5 +1,7 @@
 """Kedro project settings."""
 
+import warnings
+
 from kedro.config import OmegaConfigLoader
 
 from pvg_pipeline.hooks import (
@@ -8,6 +10,12 @@ from pvg_pipeline.hooks import (
     ParameterValidationHook,
     ReportHook,
     TrackingHook,
+)
+
+# Kedro's config loader uses an OmegaConf API that OmegaConf deprecated: a warning
+# about Kedro's code, repeated three times per command, that users cannot act on.
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
 )
 
 # Order matters: parameters first, then inputs, then tracking (nothing to track if

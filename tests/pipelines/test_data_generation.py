@@ -147,6 +147,8 @@ def test_cli_rejects_cuda_without_cuda_before_any_data_loads(project_copy):
         "machine; use device: auto or cpu"
     ]
     assert "Traceback" not in result.stderr + result.stdout
+    # No third-party deprecation noise about code the user does not own.
+    assert "register_new_resolver" not in result.stderr + result.stdout
     assert not (project_copy / "data").exists() or not any(
         p.is_file() for p in (project_copy / "data").rglob("*")
     )
