@@ -65,8 +65,15 @@ def test_two_by_two_grid(project_with_data, backend):
         "--num-cpus",
         "2",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "sweep grid: 4 completed, 0 failed" in result.stdout
+    # Each trial's output goes to its own log; the console has one line per trial.
+    logs = sorted((root / "data/08_reporting/sweeps/test/grid/logs").glob("*.log"))
+    assert len(logs) == 4
+    assert all("train_agents" in log.read_text() for log in logs)
+    console = result.stdout + result.stderr
+    assert "train_agents" not in console
+    assert sum(" completed (log: " in line for line in console.splitlines()) == 4
     (table,) = _results(root)
     assert len(table) == 4
     assert set(zip(table["seed"], table["protocol.name"], strict=True)) == {

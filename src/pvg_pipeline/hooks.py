@@ -129,7 +129,9 @@ def _load_version_problems(
                 f"--load-versions {name}:{version}: not a version name (expected "
                 f"YYYY-MM-DDThh.mm.ss.sssZ); newest versions: {shown}"
             )
-        elif version not in known:
+        # A dataset this run saves before reading it (train + evaluate pinned to
+        # the session's own agents, as sweeps do) need not exist yet.
+        elif version not in known and name in pipeline.inputs():
             problems.append(
                 f"--load-versions {name}:{version}: no such version; newest "
                 f"versions: {shown}"

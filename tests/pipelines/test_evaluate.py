@@ -118,7 +118,7 @@ def test_missing_pinned_version_lists_the_available_ones(project_copy):
             "evaluate",
             load_versions={"agents": "2001-01-01T00.00.00.000Z"},
         )
-    assert "dataset 'agents' has no saved version to load" in error.value.message
+    assert "agents:2001-01-01T00.00.00.000Z: no such version" in error.value.message
     assert available in error.value.message
 
 

@@ -172,6 +172,12 @@ def execute(
             counts["running"] = min(max_parallel, len(pending) - finished)
             bar.update(1)
             bar.set_postfix(failed=counts["failed"], running=counts["running"])
+            status = result.get("status")
+            error = f": {result.get('error')}" if status != "completed" else ""
+            bar.write(
+                f"{result.get('trial_id')} {status}{error}"
+                + (f" (log: {result['log']})" if result.get("log") else "")
+            )
     finally:
         bar.close()
         plan.summary = counts

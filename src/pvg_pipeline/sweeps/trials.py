@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors too) to ``log``.
+
+    Trials running side by side would otherwise interleave their progress bars
+    and logs on one console.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with open(log, "ab") as file:
+        try:
+            for fd in saved:
+                os.dup2(file.fileno(), fd)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def run_session(
@@ -63,7 +90,9 @@ def run_trial(
     from pvg_pipeline.params import merge_parameters
     from pvg_pipeline.sweeps.definition import nest
 
+    log = Path(state_dir).parent / "logs" / f"{trial_id}.log"
     record: dict[str, Any] = {"trial_id": trial_id, "overrides": overrides}
+    record["log"] = str(log)
     runtime = nest(overrides)
     runtime["experiment"] = {"sweep": sweep, "trial": trial_id}
     try:
@@ -72,7 +101,8 @@ def run_trial(
         )
         runtime = merge_parameters(runtime, {"trainer": checkpointing})
         record |= {"checkpoint_dir": checkpointing["checkpoint_dir"], **resumed}
-        outcome = run_session(project_path, env, runtime, pipelines)
+        with output_to(log):
+            outcome = run_session(project_path, env, runtime, pipelines)
         record |= {"status": "completed", **outcome}
     except BaseException as error:  # noqa: BLE001 - recorded, not swallowed silently
         record |= {
