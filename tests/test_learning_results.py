@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pvg_pipeline.pvg.reports import learning_curves_figure, training_curves_figure
+from pvg_pipeline.sweeps.archive import curves_for_figure, curves_table, keep_further
 from pvg_pipeline.sweeps.collect import DATASETS, read_trial
 from pvg_pipeline.sweeps.definition import (
     Trial,
@@ -23,7 +24,6 @@ from pvg_pipeline.sweeps.learning import (
     TrialResult,
     breakdown_accuracies,
     final_metrics,
-    learning_curves,
     learning_table,
     normalise_history,
     periodic_evaluations,
@@ -104,7 +104,7 @@ def test_histories_of_older_and_supervised_runs_are_normalised():
     trial = TrialResult("t", "pvg", "solo_supervised", 0, 3, "completed", older)
     (row,) = learning_table([trial]).to_dict("records")
     assert (row["progress_unit"], row["iterations"]) == ("epoch", 3)
-    ((label, group, curve),) = learning_curves([trial])
+    ((label, group, curve),) = curves_for_figure(curves_table([trial]), ["t"])
     assert (label, group) == ("solo_supervised seed 0", "solo_supervised")
     assert "epoch" in curve and "iteration" not in curve  # own axis in the plot
 
@@ -273,7 +273,10 @@ def test_learning_curves_figure_draws_one_line_per_trial_and_references():
     trials.append(
         TrialResult("s", "pvg", "solo_supervised", 0, 2, "completed", supervised)
     )
-    figure = learning_curves_figure(learning_curves(trials), title="curves")
+    order = [t.trial_id for t in trials]
+    figure = learning_curves_figure(
+        curves_for_figure(curves_table(trials), order), title="curves"
+    )
     accuracy, hard = figure.axes[:2]
     assert accuracy.get_xlabel() == "PPO iteration"
     assert "hard balanced accuracy" in hard.get_ylabel()
@@ -376,3 +379,28 @@ def test_unfinished_trial_is_read_from_its_newest_checkpoint(tmp_path):
         tmp_path / "nostate",
     )
     assert nothing.status == "not started" and nothing.history.empty
+
+
+def test_recorded_rows_are_kept_where_they_got_further():
+    fresh = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c"],
+            "status": ["completed", "missing", "completed"],
+            "iterations": [500, 0, 300],
+            "test_accuracy": [0.6, float("nan"), 0.55],
+        }
+    )
+    recorded = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "gone"],
+            "status": ["completed"] * 4,
+            "iterations": [500, 500, 500, 500],
+            "test_accuracy": [0.1, 0.7, 0.65, 0.9],
+        }
+    )
+    merged, kept = keep_further(fresh, recorded)
+    # a: run here as far as recorded (fresh wins); b: not run here; c: run less far.
+    assert kept == {"b", "c"}
+    assert merged["trial_id"].tolist() == ["a", "b", "c"]  # a dropped trial stays out
+    assert merged["test_accuracy"].tolist() == [0.6, 0.7, 0.65]
+    assert keep_further(fresh, None) == (fresh, set())

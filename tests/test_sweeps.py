@@ -16,7 +16,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from pvg_pipeline.params import ParameterError
-from pvg_pipeline.sweeps.definition import load_sweep
+from pvg_pipeline.sweeps.definition import load_sweep, select_trials
 from pvg_pipeline.sweeps.runner import SweepPlan
 from tests.conftest import PROJECT
 
@@ -157,6 +157,41 @@ def test_a_larger_budget_continues_completed_trials(tmp_path):
     (tmp_path / f"{short[0].trial_id}.json").write_text(json.dumps(record))
     assert plan(short).pending() == [short[1]]
     assert plan(full).pending() == full  # 500 reached, 2000 asked for
+
+
+def test_trials_selects_positions_and_leaves_the_others(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "base" / "sweeps").mkdir(parents=True)
+    (conf / "base" / "sweeps" / "five.yml").write_text(
+        "grid:\n  seed: [0, 1, 2, 3, 4]\n"
+    )
+    _, trials = load_sweep(conf, "base", "five", {})
+    ids = [t.trial_id for t in trials]
+    assert select_trials("0-1,4", trials) == {ids[0], ids[1], ids[4]}
+    assert select_trials(" 3 ", trials) == {ids[3]}
+    for spec, message in [
+        ("5", "outside the sweep's 5 trials"),
+        ("3-1", "outside"),
+        ("a", "'a' is not a position"),
+        ("0,,1", "'' is not a position"),
+    ]:
+        with pytest.raises(ParameterError, match=message):
+            select_trials(spec, trials)
+    plan = SweepPlan(
+        tmp_path,
+        "base",
+        "five",
+        trials,
+        ["train"],
+        tmp_path,
+        tmp_path,
+        selected=select_trials("1-2", trials),
+    )
+    (tmp_path / f"{ids[1]}.json").write_text(
+        json.dumps({"status": "completed", "overrides": trials[1].overrides})
+    )
+    assert plan.pending() == [trials[2]]  # 1 is done; 0, 3 and 4 not selected
+    assert plan.completed() == 1
 
 
 @pytest.mark.slow
@@ -387,3 +422,16 @@ def test_learning_results_of_a_tiny_sweep(project_with_data, tmp_path):
     assert row["history_source"] == "checkpoint iteration_0000003.pt"
     assert (row["final_source"], row["iterations"]) == ("periodic", 3)
     assert "seed 0: 3 (running or interrupted)" in page
+
+    # The runs are gone (another checkout): the recorded files keep every trial.
+    shutil.copytree(tmp_path / "done", tmp_path / "kept")
+    for folder in ("06_models", "07_model_output", "08_reporting"):
+        shutil.rmtree(root / "data" / folder, ignore_errors=True)
+    unrecorded, _ = report(tmp_path / "empty")
+    assert (unrecorded["iterations"] == 0).all()  # nothing left in the project
+    table, page = report(tmp_path / "kept")
+    recorded = pd.read_csv(tmp_path / "done/results/learning.csv")
+    pd.testing.assert_frame_equal(table, recorded)
+    curves = pd.read_csv(tmp_path / "kept/results/learning_curves.csv")
+    assert curves.groupby("trial_id").size().tolist() == [3, 3, 2]
+    assert page.count("| 0 | completed |") == 3

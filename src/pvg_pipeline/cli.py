@@ -50,6 +50,13 @@ def cli() -> None:
     help="PPO budget of every trial for this run, instead of the sweep file's; "
     "a later run with a larger budget continues each trial from its checkpoint.",
 )
+@click.option(
+    "--trials",
+    "trial_positions",
+    default=None,
+    help="Only these trials, by position in the sweep file from 0: e.g. 0-4,9. "
+    "The others are left as they are.",
+)
 def sweep(
     env: str,
     name: str,
@@ -59,13 +66,14 @@ def sweep(
     gpus_per_trial: float,
     num_cpus: int | None,
     iterations: int | None,
+    trial_positions: str | None,
 ) -> None:
     """Run every trial of a sweep, each as its own Kedro session.
 
     Completed trials are skipped on a re-run (unless their PPO budget grew: they
     continue from their checkpoints); failed or missing ones run again.
     """
-    from pvg_pipeline.sweeps.definition import load_sweep, sweep_root
+    from pvg_pipeline.sweeps.definition import load_sweep, select_trials, sweep_root
     from pvg_pipeline.sweeps.runner import SweepPlan, execute
 
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
@@ -74,6 +82,7 @@ def sweep(
     definition, trials = load_sweep(
         project / "conf", env, name, base_parameters, iterations
     )
+    selected = select_trials(trial_positions, trials) if trial_positions else None
     root = sweep_root(project, env, name)
     plan = SweepPlan(
         project_path=project,
@@ -84,6 +93,7 @@ def sweep(
         state_dir=root / "trials",
         results_dir=root,
         base_parameters=base_parameters,
+        selected=selected,
     )
     parallel = max_parallel or max(1, min(len(trials), os.cpu_count() or 1))
     try:
@@ -91,10 +101,12 @@ def sweep(
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: {plan.summary}; re-run the same command to resume")
         raise SystemExit(130) from None
-    failed = table[table["status"] != "completed"]
+    asked = table if selected is None else table[table["trial_id"].isin(selected)]
+    failed = asked[asked["status"] != "completed"]
+    not_run = "" if selected is None else f", {len(table) - len(asked)} not selected"
     click.echo(
-        f"sweep {name}: {len(table) - len(failed)} completed, {len(failed)} failed; "
-        f"results in {root}"
+        f"sweep {name}: {len(asked) - len(failed)} completed, {len(failed)} failed"
+        f"{not_run}; results in {root}"
     )
     for row in failed.itertuples():
         click.echo(f"  {row.trial_id} failed: {row.error}")

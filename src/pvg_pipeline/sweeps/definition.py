@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -188,3 +189,33 @@ def training_budget(parameters: dict[str, Any]) -> int | None:
     if trainer.get("name") == "solo_agent":
         return (trainer.get("solo_agent") or {}).get("epochs")
     return (trainer.get("ppo") or {}).get("iterations")
+
+
+def select_trials(spec: str, trials: list[Trial]) -> set[str]:
+    """Trial ids named by ``spec``: positions in the sweep file, 0-based.
+
+    ``"0-4,9"`` selects the first five trials and the tenth.
+
+    Raises
+    ------
+    ParameterError
+        A part that is not a position or a range, or a position past the last trial.
+    """
+    chosen: set[int] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise ParameterError(
+                [f"--trials {spec}: '{part}' is not a position or a range like 0-4"]
+            )
+        first = int(match[1])
+        last = int(match[2]) if match[2] else first
+        if first > last or last >= len(trials):
+            raise ParameterError(
+                [
+                    f"--trials {spec}: '{part}' is outside the sweep's "
+                    f"{len(trials)} trials (positions 0-{len(trials) - 1})"
+                ]
+            )
+        chosen.update(range(first, last + 1))
+    return {trials[i].trial_id for i in sorted(chosen)}

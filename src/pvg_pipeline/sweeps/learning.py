@@ -224,26 +224,3 @@ def learning_table(trials: list[TrialResult]) -> pd.DataFrame:
     table = pd.DataFrame([trial_row(t) for t in trials], columns=COLUMNS)
     table["first_iteration_at_0_80"] = table["first_iteration_at_0_80"].astype("Int64")
     return table
-
-
-def learning_curves(
-    trials: list[TrialResult],
-) -> list[tuple[str, str, pd.DataFrame]]:
-    """``(label, group, evaluations)`` per trial, for the learning-curve plot.
-
-    The group is the control, or the protocol for trials without one.
-
-    Supervised histories keep their ``epoch`` column so that the plot can put
-    them on an axis of their own.
-    """
-    curves = []
-    for trial in trials:
-        evaluations = periodic_evaluations(trial.history)
-        if evaluations.empty:
-            continue
-        if progress_unit(trial) == "epoch":
-            evaluations = evaluations.drop(columns="epoch", errors="ignore")
-            evaluations = evaluations.rename(columns={"iteration": "epoch"})
-        group = trial.control if trial.control != "none" else str(trial.protocol)
-        curves.append((f"{group} seed {trial.seed}", group, evaluations))
-    return curves

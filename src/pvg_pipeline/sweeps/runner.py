@@ -42,6 +42,8 @@ class SweepPlan:
     results_dir: Path
     base_parameters: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, int] = field(default_factory=dict)
+    #: Trial ids this run may start (``kedro sweep --trials``); None: all.
+    selected: set[str] | None = None
 
     def trial_arguments(self, trial: Trial) -> tuple:
         """Arguments of :func:`run_trial` for ``trial``."""
@@ -58,7 +60,16 @@ class SweepPlan:
     def pending(self) -> list[Trial]:
         """Trials not yet completed (never run, failed, or interrupted), or
         completed with a smaller PPO budget than they now ask for."""
-        return [t for t in self.trials if not self._done(t)]
+        return [
+            t
+            for t in self.trials
+            if not self._done(t)
+            and (self.selected is None or t.trial_id in self.selected)
+        ]
+
+    def completed(self) -> int:
+        """Number of trials whose budget is reached."""
+        return sum(self._done(t) for t in self.trials)
 
     def status(self, identifier: str) -> str | None:
         """Recorded status of a trial, if any."""
@@ -155,7 +166,7 @@ def execute(
 ) -> pd.DataFrame:
     """Run the pending trials, then write the sweep's versioned results table."""
     pending = plan.pending()
-    counts = {"done": len(plan.trials) - len(pending), "failed": 0, "running": 0}
+    counts = {"done": plan.completed(), "failed": 0, "running": 0}
     bar = tqdm(
         total=len(plan.trials), initial=counts["done"], desc=f"sweep {plan.sweep}"
     )
