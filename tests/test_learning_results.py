@@ -384,23 +384,29 @@ def test_unfinished_trial_is_read_from_its_newest_checkpoint(tmp_path):
 def test_recorded_rows_are_kept_where_they_got_further():
     fresh = pd.DataFrame(
         {
-            "trial_id": ["a", "b", "c"],
-            "status": ["completed", "missing", "completed"],
-            "iterations": [500, 0, 300],
-            "test_accuracy": [0.6, float("nan"), 0.55],
+            "trial_id": ["a", "b", "c", "d"],
+            "status": ["completed", "missing", "completed", "missing"],
+            "iterations": [500, 0, 300, 0],
+            "test_accuracy": [0.6, float("nan"), 0.55, float("nan")],
+            "parameters": ["p", "p", "p", "new"],
         }
     )
     recorded = pd.DataFrame(
         {
-            "trial_id": ["a", "b", "c", "gone"],
-            "status": ["completed"] * 4,
-            "iterations": [500, 500, 500, 500],
-            "test_accuracy": [0.1, 0.7, 0.65, 0.9],
+            "trial_id": ["a", "b", "c", "d", "gone"],
+            "status": ["completed"] * 5,
+            "iterations": [500, 500, 500, 500, 500],
+            "test_accuracy": [0.1, 0.7, 0.65, 0.8, 0.9],
+            "parameters": ["p", "p", "p", "old", "p"],
         }
     )
     merged, kept = keep_further(fresh, recorded)
-    # a: run here as far as recorded (fresh wins); b: not run here; c: run less far.
+    # a: run here as far as recorded (fresh wins); b: not run here; c: run less
+    # far; d: recorded with other parameters (never kept).
     assert kept == {"b", "c"}
-    assert merged["trial_id"].tolist() == ["a", "b", "c"]  # a dropped trial stays out
-    assert merged["test_accuracy"].tolist() == [0.6, 0.7, 0.65]
+    assert merged["trial_id"].tolist() == ["a", "b", "c", "d"]  # "gone" stays out
+    assert merged["test_accuracy"].tolist()[:3] == [0.6, 0.7, 0.65]
+    assert pd.isna(merged["test_accuracy"].iloc[3])
     assert keep_further(fresh, None) == (fresh, set())
+    # A record without fingerprints (older files) is not trusted.
+    assert keep_further(fresh, recorded.drop(columns="parameters"))[1] == set()

@@ -16,7 +16,11 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from pvg_pipeline.params import ParameterError
-from pvg_pipeline.sweeps.definition import load_sweep, select_trials
+from pvg_pipeline.sweeps.definition import (
+    load_sweep,
+    parameters_fingerprint,
+    select_trials,
+)
 from pvg_pipeline.sweeps.runner import SweepPlan
 from tests.conftest import PROJECT
 
@@ -157,6 +161,17 @@ def test_a_larger_budget_continues_completed_trials(tmp_path):
     (tmp_path / f"{short[0].trial_id}.json").write_text(json.dumps(record))
     assert plan(short).pending() == [short[1]]
     assert plan(full).pending() == full  # 500 reached, 2000 asked for
+
+
+def test_parameters_fingerprint_ignores_the_budget_and_tags_only():
+    tree = {"seed": 0, "trainer": {"ppo": {"iterations": 500, "learning_rate": 3e-4}}}
+    longer = {**tree, "trainer": {"ppo": {"iterations": 2000, "learning_rate": 3e-4}}}
+    tagged = {**tree, "experiment": {"sweep": "learning", "trial": "t000"}}
+    other = {**tree, "trainer": {"ppo": {"iterations": 500, "learning_rate": 1e-3}}}
+    assert parameters_fingerprint(tree) == parameters_fingerprint(longer)
+    assert parameters_fingerprint(tree) == parameters_fingerprint(tagged)
+    assert parameters_fingerprint(tree) != parameters_fingerprint(other)
+    assert tree["trainer"]["ppo"]["iterations"] == 500  # the input is not changed
 
 
 def test_trials_selects_positions_and_leaves_the_others(tmp_path):

@@ -11,6 +11,7 @@ hides that line. Other exceptions are bugs and keep their traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -40,6 +41,18 @@ def one_line(error: BaseException) -> str:
     return " ".join(lines)
 
 
+def unknown_pipeline(error: BaseException) -> str | None:
+    """For Kedro's error about a pipeline name it does not know, the one line
+    naming the pipelines there are; ``None`` for any other error."""
+    match = re.match(r"Failed to find the pipeline named '(.*?)'", str(error))
+    if not isinstance(error, ValueError) or match is None:
+        return None
+    from kedro.framework.project import pipelines
+
+    known = ", ".join(sorted(name for name in pipelines if name != "__default__"))
+    return f"unknown pipeline '{match[1]}'; the pipelines are: {known}"
+
+
 def install(project_path: Path) -> None:
     """Report :data:`KNOWN` failures that end the process as one line."""
     previous = sys.excepthook
@@ -51,7 +64,8 @@ def install(project_path: Path) -> None:
         error: BaseException,
         trace: TracebackType | None,
     ) -> None:
-        if os.environ.get("PVG_DEBUG") or not isinstance(error, KNOWN):
+        message = unknown_pipeline(error)
+        if os.environ.get("PVG_DEBUG") or not (message or isinstance(error, KNOWN)):
             previous(kind, error, trace)
             return
         log = project_path / ERROR_LOG
@@ -63,7 +77,8 @@ def install(project_path: Path) -> None:
         except OSError:
             pass
         sys.stderr.write(
-            f"Error: {one_line(error)}\n  ({where}PVG_DEBUG=1 shows it here)\n"
+            f"Error: {message or one_line(error)}\n"
+            f"  ({where}PVG_DEBUG=1 shows it here)\n"
         )
 
     report.one_line_errors = True  # type: ignore[attr-defined]

@@ -155,6 +155,14 @@ def test_known_failures_are_one_line_with_the_traceback_in_a_file(project_copy):
     assert unknown.returncode != 0
     assert "no such version; newest versions: " + version.name in unknown.stderr
 
+    misspelt = _cli(project_copy, "--pipeline", "trian")
+    assert misspelt.returncode != 0
+    assert "Traceback" not in misspelt.stderr + misspelt.stdout
+    assert (
+        "Error: unknown pipeline 'trian'; the pipelines are: compare, "
+        "data_generation, evaluate, train" in misspelt.stderr
+    )
+
     # A truncated dataset: one line naming the file, the traceback in the log.
     data = version / "graph_pairs_train.pt"
     data.write_bytes(data.read_bytes()[:200])

@@ -44,20 +44,25 @@ def keep_further(
     fresh: pd.DataFrame, recorded: pd.DataFrame | None
 ) -> tuple[pd.DataFrame, set[str]]:
     """``fresh`` with each trial's row replaced by the recorded one where that got
-    further (more ``iterations``), and the ids of the trials so replaced.
+    further (more ``iterations``) with the same parameters, and the ids of the
+    trials so replaced.
 
-    Both tables have ``trial_id`` and ``iterations`` columns; rows stay in
-    ``fresh``'s order (the sweep's), and recorded trials that are no longer in the
-    sweep are dropped.
+    Both tables have ``trial_id``, ``iterations`` and ``parameters`` (the
+    fingerprint of the resolved parameters) columns. A recorded row made with other
+    parameters (say the environment's defaults changed since) is never kept. Rows
+    stay in ``fresh``'s order (the sweep's); recorded trials that are no longer in
+    the sweep are dropped.
     """
-    if recorded is None or recorded.empty:
+    if recorded is None or recorded.empty or "parameters" not in recorded:
         return fresh, set()
     earlier = recorded.drop_duplicates("trial_id", keep="last").set_index("trial_id")
     rows, kept = [], set()
     for _, row in fresh.iterrows():
         trial = row["trial_id"]
         done_here = pd.to_numeric(row["iterations"], errors="coerce")
-        if trial in earlier.index:
+        if trial in earlier.index and earlier.at[trial, "parameters"] == row.get(
+            "parameters"
+        ):
             done_before = pd.to_numeric(earlier.at[trial, "iterations"])
             if pd.isna(done_here) or done_before > done_here:
                 rows.append(earlier.loc[trial].to_dict() | {"trial_id": trial})

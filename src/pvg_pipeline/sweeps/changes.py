@@ -36,6 +36,7 @@ COLUMNS = [
     "test_accuracy",
     "hard_balanced_accuracy",
     "mean_accuracy_to_compared_at",
+    "parameters",
 ]
 
 #: Keys that say which run a trial is, not what it changes.
@@ -143,6 +144,7 @@ def _row(label: str, trial: TrialResult, at: int | None) -> dict[str, Any]:
             if upto is not None and len(upto)
             else math.nan
         ),
+        "parameters": trial.parameters,
     }
 
 

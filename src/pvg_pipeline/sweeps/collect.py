@@ -21,6 +21,7 @@ from pvg_pipeline.sweeps.definition import (
     Trial,
     control_of,
     load_sweep,
+    parameters_fingerprint,
     resolve_trial,
     sweep_root,
     training_budget,
@@ -180,6 +181,7 @@ def read_trial(
         metrics=metrics,
         breakdown=breakdown,
         history_source=source,
+        parameters=parameters_fingerprint(parameters),
     )
 
 

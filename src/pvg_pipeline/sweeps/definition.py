@@ -160,6 +160,16 @@ def load_sweep(
 CONTROLS = ("none", "random_prover", "solo_ppo", "solo_supervised")
 
 
+def parameters_fingerprint(parameters: dict[str, Any]) -> str:
+    """A short hash of a resolved parameter tree, its PPO budget and sweep tags
+    aside: equal fingerprints mean the same experiment (possibly run further)."""
+    tree = json.loads(json.dumps(parameters, default=str))
+    tree.pop("experiment", None)
+    (tree.get("trainer") or {}).get("ppo", {}).pop("iterations", None)
+    text = json.dumps(tree, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def resolve_trial(base_parameters: dict[str, Any], trial: Trial) -> dict[str, Any]:
     """The full parameter tree a trial runs with (environment + its overrides)."""
     return merge_parameters(base_parameters, nest(trial.overrides))

@@ -52,6 +52,7 @@ COLUMNS = [
     "final_mean_accuracy_last5",
     "final_source",
     "history_source",
+    "parameters",
 ]
 
 
@@ -70,6 +71,8 @@ class TrialResult:
         The matching ``evaluation_breakdown`` (accuracy per WL score), if any.
     status
         ``completed``, ``running or interrupted``, ``failed`` or ``not started``.
+    parameters
+        Fingerprint of the trial's resolved parameters (its budget aside).
     """
 
     trial_id: str
@@ -82,6 +85,9 @@ class TrialResult:
     metrics: dict[str, Any] | None = None
     breakdown: pd.DataFrame | None = None
     history_source: str = ""
+    #: :func:`~pvg_pipeline.sweeps.definition.parameters_fingerprint` of the
+    #: parameters the trial runs with.
+    parameters: str = ""
 
 
 def normalise_history(history: pd.DataFrame) -> pd.DataFrame:
@@ -216,6 +222,7 @@ def trial_row(trial: TrialResult) -> dict[str, Any]:
         "first_iteration_at_0_80": reached,
         "final_mean_accuracy_last5": final_mean_accuracy(evaluations),
         "history_source": trial.history_source,
+        "parameters": trial.parameters,
     }
 
 
