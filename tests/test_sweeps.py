@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -450,3 +453,46 @@ def test_learning_results_of_a_tiny_sweep(project_with_data, tmp_path):
     curves = pd.read_csv(tmp_path / "kept/results/learning_curves.csv")
     assert curves.groupby("trial_id").size().tolist() == [3, 3, 2]
     assert page.count("| 0 | completed |") == 3
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_sigterm_stops_the_trials_too(project_with_data):
+    root = project_with_data
+    (root / "conf/test/sweeps/endless.yml").write_text(
+        "trials:\n  - {seed: 0}\npipelines: [train]\n"
+    )
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "WANDB_MODE": "disabled"}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "kedro", "sweep", "--env", "test"]
+        + ["--sweep", "endless", "--max-parallel", "1", "--iterations", "100000"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoints = root / "data/06_models/checkpoints/sweeps/test/endless"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("*/*/iteration_*.pt")):
+        assert sweep.poll() is None and time.monotonic() < deadline
+        time.sleep(0.5)
+    children = Path(f"/proc/{sweep.pid}/task/{sweep.pid}/children").read_text()
+    workers = [int(pid) for pid in children.split()]
+    assert workers and all(_alive(pid) for pid in workers)
+    sweep.send_signal(signal.SIGTERM)
+    out, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130
+    assert "interrupted" in out and "re-run the same command to resume" in out
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(pid) for pid in workers)  # no trial trains on, orphaned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import click
@@ -20,6 +21,10 @@ def _show_message(self: KedroCliError, file: object = None) -> None:
 
 # Kedro imports this module for every command run in the project.
 KedroCliError.show = _show_message  # type: ignore[method-assign]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @click.group(name="pvg_pipeline")
@@ -96,6 +101,8 @@ def sweep(
         selected=selected,
     )
     parallel = max_parallel or max(1, min(len(trials), os.cpu_count() or 1))
+    # `kill` (SIGTERM) stops the trials as Ctrl-C does, instead of leaving them.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         table = execute(plan, backend, parallel, address, gpus_per_trial, num_cpus)
     except KeyboardInterrupt:

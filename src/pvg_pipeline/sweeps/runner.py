@@ -106,6 +106,10 @@ def run_local(
         except KeyboardInterrupt:
             for future in futures:
                 future.cancel()
+            # A worker would otherwise train on, orphaned, after a SIGTERM (Ctrl-C
+            # reaches the workers itself); its trial resumes from its checkpoint.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
             raise
 
 
