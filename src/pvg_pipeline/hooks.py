@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ from pvg_pipeline.params import (
     merge_parameters,
     parse_parameters,
 )
+
+logger = logging.getLogger(__name__)
 
 #: Read-only datasets over the saved versions of another dataset.
 VERSIONS_OF = {"evaluation_metrics_versions": "evaluation_metrics"}
@@ -161,19 +164,36 @@ class TrackingHook:
         settings = parse_parameters(
             TrackingParams, parameters.get("tracking", {}), "tracking"
         )
-        mode = os.environ.get("WANDB_MODE", settings.mode)
+        mode = os.environ.get("WANDB_MODE") or settings.mode
         if mode == "disabled":
             return
         import wandb
 
-        self._run = wandb.init(
-            project=settings.project,
-            entity=settings.entity,
-            mode=mode,
-            config=parameters,
-            tags=[run_params.get("env") or "base"],
-            reinit="finish_previous",
-        )
+        def start(mode: str) -> Any:
+            return wandb.init(
+                project=settings.project,
+                entity=settings.entity,
+                mode=mode,
+                config=parameters,
+                tags=[run_params.get("env") or "base"],
+                reinit="finish_previous",
+                # quiet: no 30-line summary at exit; the run's files say it all.
+                settings=wandb.Settings(init_timeout=settings.init_timeout, quiet=True),
+            )
+
+        try:
+            self._run = start(mode)
+        except Exception as error:  # noqa: BLE001 - any failure to reach W&B
+            if mode != "online":
+                raise
+            # A training run is worth more than its live dashboard.
+            reason = " ".join(str(error).split())[:200]
+            logger.warning(
+                "W&B could not be reached (%s); logging offline instead, sync "
+                "later with `wandb sync wandb/offline-run-*`",
+                reason,
+            )
+            self._run = start("offline")
         tracking.subscribe(self._log)
 
     def _log(self, metrics: dict[str, float]) -> None:

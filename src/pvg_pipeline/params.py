@@ -387,6 +387,8 @@ class TrackingParams(ParameterBlock):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "pvg_pipeline"
     entity: str | None = None
+    #: Seconds to wait for the W&B server when online before logging offline.
+    init_timeout: Annotated[float, Field(gt=0)] = 30.0
 
 
 class EvaluationParams(ParameterBlock):

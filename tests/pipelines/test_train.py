@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from importlib import metadata
 
 import pandas as pd
@@ -116,9 +117,10 @@ def test_missing_inputs_name_the_pipeline_that_writes_them(project_copy):
     assert producer("evaluation_metrics_versions") == "evaluate"
 
 
-def _cli(root, *args):
+def _cli(root, *args, **environment):
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "WANDB_MODE": "disabled"}
     env.pop("PVG_DEBUG", None)
+    env |= environment
     return subprocess.run(
         [sys.executable, "-m", "kedro", "run", "--env", "test", *args],
         capture_output=True,
@@ -175,3 +177,26 @@ def test_known_failures_are_one_line_with_the_traceback_in_a_file(project_copy):
     log = (project_copy / "logs/last_error.log").read_text()
     assert log.startswith("Traceback") and "DatasetError" in log
     assert not (project_copy / "data/06_models/agents.pt").exists()
+
+
+@pytest.mark.slow
+def test_online_tracking_without_a_server_logs_offline(project_copy):
+    bootstrap_project(project_copy)
+    with KedroSession.create(project_path=project_copy, env="test") as session:
+        session.run(pipeline_names=["data_generation"])
+    started = time.monotonic()
+    run = _cli(
+        project_copy,
+        "--pipelines",
+        "train",
+        "--params",
+        "tracking.mode=online,tracking.init_timeout=3",
+        WANDB_MODE="",  # the parameter decides
+        WANDB_API_KEY="a" * 40,
+        WANDB_BASE_URL="http://127.0.0.1:9",  # nothing listens there
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "W&B could not be reached" in run.stdout + run.stderr
+    assert time.monotonic() - started < 120
+    assert list((project_copy / "wandb").glob("offline-run-*"))
+    assert "Run summary" not in run.stdout + run.stderr  # quiet at the end
