@@ -201,6 +201,7 @@ def test_the_reference_environment_sets_the_reference_settings():
         "node_selector_layers": 2,
         "round_in_heads": True,
         "most_recent_message_flag": True,
+        "observation_normalisation": True,
     }
     for agent in (params.agents.prover, params.agents.verifier):
         assert agent.model_dump(include=set(reference)) == reference
@@ -216,6 +217,7 @@ def test_the_reference_environment_sets_the_reference_settings():
         "node_selector_layers": 1,
         "round_in_heads": False,
         "most_recent_message_flag": False,
+        "observation_normalisation": False,
     }
     assert (default.trainer.ppo.value_loss, default.trainer.ppo.shared_optimizer) == (
         "mse",

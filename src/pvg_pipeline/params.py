@@ -300,6 +300,7 @@ class AgentParams(ParameterBlock):
     node_selector_layers: Annotated[int, Field(ge=1, le=8)] = 1
     round_in_heads: bool = False
     most_recent_message_flag: bool = False
+    observation_normalisation: bool = False
 
     @model_validator(mode="after")
     def _heads_divide(self) -> AgentParams:
@@ -357,6 +358,7 @@ class PPOParams(ParameterBlock):
     compile: bool = False
     value_loss: Literal["mse", "smooth_l1"] = "mse"
     shared_optimizer: bool = False
+    observation_normalisation_steps: Annotated[int, Field(ge=1)] = 1000
 
 
 class SoloAgentParams(ParameterBlock):

@@ -40,6 +40,7 @@ from pvg_pipeline.pvg.trainers.fast_update import (
     update_agents_fixed_shape,
 )
 from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
+from pvg_pipeline.pvg.trainers.observation_statistics import fit_observation_statistics
 from pvg_pipeline.pvg.trainers.ppo_loss import LossWeights, value_loss_per_row
 from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
 from pvg_pipeline.pvg.trainers.shared_optimizer import (
@@ -109,6 +110,9 @@ class PPOConfig:
     value_loss: str = "mse"
     #: One Adam over every agent with joint steps (module ``shared_optimizer``).
     shared_optimizer: bool = False
+    #: Rounds of random play (in ``num_envs`` environments) that fit the input
+    #: statistics of agents with ``observation_normalisation``.
+    observation_normalisation_steps: int = 1000
 
     def __post_init__(self) -> None:
         self.loss_weights()  # rejects an unknown value_loss here, not mid-training
@@ -164,6 +168,17 @@ def train_ppo(
     )
     for agent in agents.values():
         agent.to(device).eval()  # see docs: batch norm uses running statistics
+    if resume is None:  # a checkpoint holds the fitted statistics
+        fit_observation_statistics(
+            agents,
+            pairs,
+            protocol,
+            rewards,
+            config.num_envs,
+            config.observation_normalisation_steps,
+            seed + 3,
+            device,
+        )
     policy = acting_policy(agents, protocol, config, device)
     estimate_advantages = advantage_estimator(config, device)
     trainable = {n: a for n, a in agents.items() if any(True for _ in a.parameters())}

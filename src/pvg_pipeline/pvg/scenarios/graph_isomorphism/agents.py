@@ -68,6 +68,11 @@ class AgentArchitecture:
         was sent in the previous round (the most recent message), else 0. The
         reference adds it to the transformer's input tokens; here it joins the
         message history at the network's input.
+    observation_normalisation
+        Standardise the message features (history and flag) with one mean and
+        standard deviation, fitted by the PPO trainer from random play before
+        training and saved with the weights, as the reference's observation
+        normalisation does.
     """
 
     num_gnn_layers: int = 2
@@ -83,6 +88,7 @@ class AgentArchitecture:
     node_selector_layers: int = 1
     round_in_heads: bool = False
     most_recent_message_flag: bool = False
+    observation_normalisation: bool = False
 
 
 @dataclass(frozen=True)
@@ -304,6 +310,11 @@ class GraphIsomorphismAgent(nn.Module):
         self.body = (
             body if body is not None else AgentBody(arch, arch.d_gnn, shape.max_rounds)
         )
+        self.observation_normalisation = arch.observation_normalisation
+        if arch.observation_normalisation:
+            # Identity until the trainer fits them; saved with the weights.
+            self.register_buffer("observation_mean", torch.zeros(()))
+            self.register_buffer("observation_std", torch.ones(()))
         # Messages plus a constant feature (so an empty history still has signal).
         self.input = nn.Linear(d_messages + 1, self.body.arch.d_gnn)
         d_model = self.body.arch.d_transformer
@@ -319,6 +330,19 @@ class GraphIsomorphismAgent(nn.Module):
         if arch.orthogonal_init:
             _orthogonal_init(self)
 
+    def message_features(
+        self,
+        message_history: Float[Tensor, "batch round channel 2 node"],
+        round_number: Int64[Tensor, "batch"],
+    ) -> Float[Tensor, "batch 2 node feature"]:
+        """Per node: the visible message history (and the most-recent flag)."""
+        batch, _, _, _, n = message_history.shape
+        seen = message_history.index_select(2, self.visible)
+        features = seen.permute(0, 3, 4, 1, 2).reshape(batch, 2, n, -1)
+        if not self.most_recent_message_flag:
+            return features
+        return torch.cat([features, _most_recent(seen, round_number)], dim=-1)
+
     def forward(
         self,
         adjacency: Bool[Tensor, "batch 2 node node"],
@@ -327,16 +351,12 @@ class GraphIsomorphismAgent(nn.Module):
         round_number: Int64[Tensor, "batch"],
     ) -> AgentOutput:
         """Compute node logits (padding = -inf), decision logits and value."""
-        batch, rounds, _, _, n = message_history.shape
-        seen = message_history.index_select(2, self.visible)
-        d_messages = rounds * self.visible.shape[0]
-        features = seen.permute(0, 3, 4, 1, 2).reshape(batch, 2, n, d_messages)
-        extra = (
-            [_most_recent(seen, round_number)] if self.most_recent_message_flag else []
-        )
-        features = torch.cat(
-            [features, *extra, torch.ones_like(features[..., :1])], dim=-1
-        )
+        batch = message_history.shape[0]
+        n = message_history.shape[-1]
+        features = self.message_features(message_history, round_number)
+        if self.observation_normalisation:
+            features = (features - self.observation_mean) / self.observation_std
+        features = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)
         tokens = self.body(
             _project(features, self.input), adjacency, node_mask, round_number
         )
