@@ -379,3 +379,31 @@ def test_periodic_evaluation_rows(easy, tmp_path):
         assert 0.0 <= row[f"clip_fraction_{name}"] <= 1.0
         assert row[f"explained_variance_{name}"] <= 1.0
     assert "approx_kl_verifier" not in history[0]
+
+
+def test_periodic_evaluation_does_not_change_training(easy):
+    """How often a run evaluates is not part of its identity (resume allows
+    changing it): evaluating every iteration trains the same weights as never."""
+    train, test = easy
+    protocol = build_protocol("pvg", max_message_rounds=4)
+    config = PPOConfig(
+        iterations=4, num_envs=8, steps_per_iteration=4, epochs=2, minibatch_size=8
+    )
+    trained = []
+    for interval in (1, 100):
+        torch.manual_seed(0)
+        agents = build_agents(protocol, TINY, TINY, 8)
+        train_ppo(
+            agents,
+            protocol,
+            Rewards(),
+            train,
+            replace(config, eval_interval=interval),
+            0,
+            CPU,
+            progress=False,
+            evaluation_pairs=test,
+        )
+        trained.append(_weights(agents))
+    first, second = trained
+    assert all(torch.equal(first[k], second[k]) for k in first)
