@@ -24,8 +24,11 @@ COPY --chown=pvg:pvg pyproject.toml README.md ./
 COPY --chown=pvg:pvg src ./src
 RUN pip install -e .
 COPY --chown=pvg:pvg conf ./conf
+# Only the empty folder layout: .dockerignore keeps generated versions out.
 COPY --chown=pvg:pvg data ./data
 
 USER 1000
+# The fused CPU kernels, built once here (not inside the first training run).
+RUN python -c "from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension; load_extension()"
 # No credentials are baked in: pass WANDB_API_KEY with `docker run -e` at run time.
 CMD ["kedro", "run"]
