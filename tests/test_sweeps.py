@@ -213,7 +213,7 @@ def test_trials_selects_positions_and_leaves_the_others(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_experiment_equals_kedro_run(project_with_data):
+def test_run_experiment_equals_kedro_run(project_with_data, capfd):
     from pvg_pipeline import Parameters, ScenarioType, TrainerType, run_experiment
 
     root = project_with_data
@@ -225,7 +225,11 @@ def test_run_experiment_equals_kedro_run(project_with_data):
         seed=5,
     )
     assert params.resolved.protocol.name == "debate"
+    capfd.readouterr()
     api = run_experiment(params, device="cpu", project_path=root)
+    printed = capfd.readouterr()
+    # Quiet by default: no per-dataset log lines in a notebook.
+    assert "Loading data from" not in printed.out + printed.err
     cli = _kedro(
         root,
         "run",

@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pvg_pipeline.config import PROJECT_ROOT, load_parameters
+from pvg_pipeline.config import find_project, load_parameters
 from pvg_pipeline.params import ProjectParameters, merge_parameters, parse_parameters
 
 
@@ -80,8 +81,13 @@ def run_experiment(
     use_wandb: bool = False,
     pipelines: list[str] | None = None,
     project_path: str | Path | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run the pipelines in a Kedro session with these parameters.
+
+    ``project_path`` defaults to the project holding the working directory.
+    Kedro's per-dataset and per-node INFO lines are shown only when ``verbose``;
+    warnings, errors and progress bars always are.
 
     Returns
     -------
@@ -96,9 +102,15 @@ def run_experiment(
         runtime = merge_parameters(runtime, {"device": device})
     if not use_wandb:
         runtime = merge_parameters(runtime, {"tracking": {"mode": "disabled"}})
-    return run_session(
-        project_path or PROJECT_ROOT,
-        params.env,
-        runtime,
-        pipelines or ["train", "evaluate"],
-    )
+    if not verbose:
+        logging.disable(logging.INFO)
+    try:
+        return run_session(
+            project_path or find_project(),
+            params.env,
+            runtime,
+            pipelines or ["train", "evaluate"],
+        )
+    finally:
+        if not verbose:
+            logging.disable(logging.NOTSET)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -16,7 +17,14 @@ def _show_message(self: KedroCliError, file: object = None) -> None:
     # Kedro's own ``show`` formats ``sys.exc_info()``, which is empty once click
     # reports the error: a malformed ``--load-versions`` printed "NoneType: None"
     # and pointed at a ``--verbose`` option that does not exist.
-    click.echo(f"Error: {self.format_message()}", err=True)
+    message = self.format_message()
+    if re.match(r"Module '(notebook|jupyterlab)' not found", message):
+        # Kedro's advice names a requirements.txt this project does not have.
+        message = (
+            message.split(".")[0] + ": install the notebooks extra with "
+            "`.venv/bin/pip install -e '.[notebooks]'`"
+        )
+    click.echo(f"Error: {message}", err=True)
 
 
 # Kedro imports this module for every command run in the project.
