@@ -6,8 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kedro.config import OmegaConfigLoader
-
+from pvg_pipeline.config_loader import ProjectConfigLoader
 from pvg_pipeline.settings import CONFIG_LOADER_ARGS
 
 #: Where the package's own project is, for an editable install.
@@ -54,7 +53,7 @@ def load_parameters(
     with warnings.catch_warnings():
         # OmegaConf 2.4 warns about kedro's resolver registration on every load.
         warnings.filterwarnings("ignore", "register_new_resolver", UserWarning)
-        loader = OmegaConfigLoader(
+        loader = ProjectConfigLoader(
             conf_source=str(conf_source or find_project() / "conf"),
             **{**CONFIG_LOADER_ARGS, "default_run_env": env},
         )

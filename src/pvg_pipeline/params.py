@@ -414,6 +414,8 @@ class ProjectParameters(ParameterBlock):
 
     seed: Seed = 0
     device: str = "auto"
+    #: The Kedro environment of the run (``conf/base/parameters.yml`` resolves it).
+    environment: str = "base"
     scenario: Literal["graph_isomorphism"] = "graph_isomorphism"
     data_generation: DataGenerationParams = DataGenerationParams()
     protocol: ProtocolParams = ProtocolParams()

@@ -2,7 +2,7 @@
 
 import warnings
 
-from kedro.config import OmegaConfigLoader
+from pvg_pipeline.config_loader import ProjectConfigLoader
 
 from pvg_pipeline.hooks import (
     InputDatasetHook,
@@ -28,7 +28,7 @@ HOOKS = (
     ReportHook(),
 )
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -1,0 +1,35 @@
+"""Kedro's configuration loader, plus the run's environment as a value.
+
+``${run_env:}`` in a configuration file is the environment the run uses: the name
+given with ``--env``, or ``base`` without one. ``conf/base/parameters.yml`` sets
+``environment: ${run_env:}``, so every run records which experiment it belongs to
+(in its parameters, ``training_run``, the agents and the evaluation metrics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+from omegaconf import OmegaConf
+
+#: Kedro's run environment when no ``--env`` is given; its runs record ``base``.
+KEDRO_DEFAULT_ENV = "local"
+
+
+class ProjectConfigLoader(OmegaConfigLoader):
+    """:class:`OmegaConfigLoader` with the ``run_env`` resolver."""
+
+    @property
+    def run_environment(self) -> str:
+        """The ``--env`` name, ``base`` when the run gave none."""
+        name = self.env or self.default_run_env
+        return "base" if not name or name == KEDRO_DEFAULT_ENV else name
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        # Resolvers are global to OmegaConf: bind this loader's before resolving.
+        environment = self.run_environment
+        OmegaConf.register_new_resolver(
+            "run_env", lambda: environment, replace=True, use_cache=False
+        )
+        return super().__getitem__(key)
