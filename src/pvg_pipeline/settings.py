@@ -3,7 +3,6 @@
 import warnings
 
 from pvg_pipeline.config_loader import ProjectConfigLoader
-
 from pvg_pipeline.hooks import (
     InputDatasetHook,
     LineageHook,
