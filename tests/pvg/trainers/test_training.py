@@ -407,3 +407,27 @@ def test_periodic_evaluation_does_not_change_training(easy):
         trained.append(_weights(agents))
     first, second = trained
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_settings_newer_than_a_checkpoint_resume_when_they_mean_what_it_did(tmp_path):
+    from types import SimpleNamespace
+
+    old = {
+        "agents": {"verifier": {"architecture": {"d_gnn": 16}}},
+        "trainer": {"gamma": 0.95},
+    }
+    new = {
+        "agents": {
+            "verifier": {
+                "architecture": {"d_gnn": 16, "observation_normalisation": False}
+            }
+        },
+        "trainer": {"gamma": 0.95, "observation_normalisation_steps": 500},
+    }
+    saved = SimpleNamespace(fingerprint=old, iteration=500)
+    off = CheckpointStore(tmp_path, new)
+    off._check(saved)  # off (as before) and any number of steps: resumes
+    assert off.adjusted == {}
+    new["agents"]["verifier"]["architecture"]["observation_normalisation"] = True
+    with pytest.raises(ValueError, match="observation_normalisation was None, now"):
+        CheckpointStore(tmp_path, new)._check(saved)

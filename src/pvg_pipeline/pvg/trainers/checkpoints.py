@@ -191,7 +191,10 @@ class CheckpointStore:
     def _check(self, state: TrainingState) -> None:
         before, now = flatten(state.fingerprint), flatten(self.fingerprint)
         differing = sorted(
-            key for key in set(before) | set(now) if before.get(key) != now.get(key)
+            key
+            for key in set(before) | set(now)
+            if before.get(key) != now.get(key)
+            and not (key not in before and _as_before(key, now.get(key)))
         )
         refused = [key for key in differing if key not in ADJUSTABLE]
         if refused:
@@ -220,6 +223,20 @@ ADJUSTABLE = frozenset(
         "compile",
     )
 )
+
+
+#: Settings newer than some checkpoints, with the value that means what those
+#: checkpoints did (``None``: any value; it matters only with another setting on).
+AS_BEFORE: dict[str, Any] = {
+    "agents.prover.architecture.observation_normalisation": False,
+    "agents.verifier.architecture.observation_normalisation": False,
+    "trainer.observation_normalisation_steps": None,
+}
+
+
+def _as_before(key: str, value: Any) -> bool:
+    """Whether a setting the checkpoint does not know has its old meaning."""
+    return key in AS_BEFORE and AS_BEFORE[key] in (None, value)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
