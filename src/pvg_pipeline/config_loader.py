@@ -17,18 +17,17 @@ from omegaconf import OmegaConf
 KEDRO_DEFAULT_ENV = "local"
 
 
+def run_environment(env: str | None) -> str:
+    """The name a run's environment is recorded under: ``--env``, or ``base``."""
+    return "base" if not env or env == KEDRO_DEFAULT_ENV else env
+
+
 class ProjectConfigLoader(OmegaConfigLoader):
     """:class:`OmegaConfigLoader` with the ``run_env`` resolver."""
 
-    @property
-    def run_environment(self) -> str:
-        """The ``--env`` name, ``base`` when the run gave none."""
-        name = self.env or self.default_run_env
-        return "base" if not name or name == KEDRO_DEFAULT_ENV else name
-
     def __getitem__(self, key: str) -> dict[str, Any]:
         # Resolvers are global to OmegaConf: bind this loader's before resolving.
-        environment = self.run_environment
+        environment = run_environment(self.env or self.default_run_env)
         OmegaConf.register_new_resolver(
             "run_env", lambda: environment, replace=True, use_cache=False
         )

@@ -14,6 +14,7 @@ from kedro.io import CatalogProtocol
 from kedro.pipeline import Pipeline
 
 from pvg_pipeline import run_errors, tracking
+from pvg_pipeline.config_loader import run_environment
 from pvg_pipeline.params import (
     ParameterError,
     ProjectParameters,
@@ -99,6 +100,58 @@ class InputDatasetHook:
             problems.append(f"dataset '{name}' has no saved version to load; {hint}")
         if problems:
             raise MissingInputError(problems)
+        problems = _environment_problems(
+            run_environment(run_params.get("env")),
+            pipeline,
+            catalog,
+            run_params.get("load_versions") or {},
+        )
+        if problems:
+            raise MissingInputError(problems)
+
+
+def _pairs_environment(pairs: Any) -> str | None:
+    return (pairs.get("generation_parameters") or {}).get("environment")
+
+
+#: Inputs that record the environment they were made in, and how to read it.
+MADE_IN = {
+    "graph_pairs_train": _pairs_environment,
+    "graph_pairs_test": _pairs_environment,
+    "agents": lambda agents: agents.get("environment"),
+}
+
+
+def _environment_problems(
+    env: str,
+    pipeline: Pipeline,
+    catalog: CatalogProtocol,
+    load_versions: dict[str, str],
+) -> list[str]:
+    """One line per newest input made in another environment than this run's.
+
+    "Newest" is global to the data folder, so without this a run in one
+    environment would silently read another's data or agents. A version pinned
+    with ``--load-versions`` is the user's choice and is not checked; inputs saved
+    before the environment was recorded are not either.
+    """
+    problems = []
+    for name, made_in in MADE_IN.items():
+        if name not in pipeline.inputs() or name in load_versions:
+            continue
+        try:
+            other = made_in(catalog.load(name))
+        except Exception:  # noqa: BLE001 - the node reports a load error itself
+            continue
+        if other is not None and other != env:
+            version = (_versions_of(catalog.get(name)) or ["?"])[0]
+            problems.append(
+                f"the newest '{name}' ({version}) was made in environment "
+                f"'{other}', this run's is '{env}': run `kedro run --pipelines "
+                f"{producer(name)} --env {env}` first, or pin it with "
+                f"--load-versions {name}:{version} to use it anyway"
+            )
+    return problems
 
 
 #: Kedro's version names: the UTC time of the save.

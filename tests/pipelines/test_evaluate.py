@@ -95,6 +95,7 @@ def test_pinned_older_agents_are_evaluated_and_runs_compared(project_copy):
     assert len(table) == 2
     assert table["agents_version"].tolist() == [new, old]
     assert table["seed"].tolist() == [22, 11]
+    assert table["environment"].tolist() == ["test", "test"]
     assert table["accuracy"].tolist() == pytest.approx([m["accuracy"] for m in metrics])
     assert table["soundness"].tolist() == pytest.approx(
         [m["soundness"] for m in metrics]
@@ -193,3 +194,45 @@ def test_nothing_to_ablate_without_a_prover(test_pairs, name, trainer):
     assert metrics["prover_answers"] == 0
     assert all(math.isnan(metrics[key]) for key in MESSAGE_STATISTICS[1:])
     assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_run_does_not_take_another_environments_newest_outputs(project_copy):
+    import shutil
+
+    from click import ClickException
+
+    shutil.copytree(project_copy / "conf/test", project_copy / "conf/other")
+    bootstrap_project(project_copy)
+    _run(project_copy, "data_generation")
+    _run(project_copy, "train")
+    (agents,) = _versions(project_copy, "06_models/agents.pt")
+    (pairs,) = _versions(project_copy, "03_primary/graph_pairs_test.pt")
+
+    def run_in_other(**kwargs):
+        with KedroSession.create(project_path=project_copy, env="other") as session:
+            session.run(pipeline_names=["evaluate"], **kwargs)
+
+    with pytest.raises(ClickException) as refused:
+        run_in_other()
+    message = refused.value.message
+    assert (
+        f"the newest 'agents' ({agents}) was made in environment 'test', this run's "
+        "is 'other': run `kedro run --pipelines train --env other` first, or pin it "
+        f"with --load-versions agents:{agents}" in message
+    )
+    assert f"the newest 'graph_pairs_test' ({pairs}) was made in environment" in message
+    assert not (project_copy / "data/08_reporting/evaluation_metrics.json").exists()
+    # Pinned, they are the user's choice; the metrics say where the agents trained.
+    run_in_other(load_versions={"agents": agents, "graph_pairs_test": pairs})
+    (evaluated,) = _versions(project_copy, "08_reporting/evaluation_metrics.json")
+    metrics = json.loads(
+        (
+            project_copy
+            / "data/08_reporting/evaluation_metrics.json"
+            / evaluated
+            / "evaluation_metrics.json"
+        ).read_text()
+    )
+    assert metrics["environment"] == "test"
+    assert metrics["dataset"]["environment"] == "test"

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 from matplotlib.figure import Figure
 
 
-def evaluation_figure(breakdown: pd.DataFrame, history: pd.DataFrame) -> Figure:
-    """Accuracy by WL score (left) and training curves (right)."""
+def evaluation_figure(
+    breakdown: pd.DataFrame, history: pd.DataFrame, title: str = "Evaluation"
+) -> Figure:
+    """Accuracy by WL score (left, each bar with its number of pairs, and the
+    accuracy of guessing) and training curves (right)."""
     figure = Figure(figsize=(11, 4), layout="constrained")
+    figure.suptitle(title)
     by_score, curves = figure.subplots(1, 2)
     scores = breakdown[breakdown["grouping"] == "wl_score"]
     labels = ["iso" if g == -1 else str(g) for g in scores["group"]]
-    by_score.bar(labels, scores["accuracy"], color="tab:blue")
-    by_score.set_ylim(0, 1)
+    bars = by_score.bar(labels, scores["accuracy"], color="tab:blue")
+    if "pairs" in scores:
+        # A bar of 3 pairs says less than one of 300: show how many each holds.
+        by_score.bar_label(
+            bars, [f"n={int(n)}" for n in scores["pairs"]], fontsize="small"
+        )
+    by_score.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+    by_score.legend(loc="lower right", fontsize="small")
+    by_score.set_ylim(0, 1.08)
     by_score.set_xlabel("WL score (iso = isomorphic pairs)")
-    by_score.set_ylabel("verifier accuracy")
+    by_score.set_ylabel("verifier accuracy (fraction of pairs)")
     by_score.set_title("Accuracy by WL score (test split)")
     for column in [
         c for c in history.columns if c in _CURVES or c.startswith("test_accuracy_")
     ]:
         curves.plot(history["iteration"], history[column], label=column)
     curves.set_xlabel("iteration")
+    curves.set_ylabel("accuracy / mean reward per episode")
     curves.set_title("Training")
     if curves.lines:
         curves.legend(fontsize="small")
@@ -31,17 +45,32 @@ def evaluation_figure(breakdown: pd.DataFrame, history: pd.DataFrame) -> Figure:
 _CURVES = ("verifier_accuracy", "reward_verifier", "reward_prover")
 
 
-def comparison_figure(runs: pd.DataFrame) -> Figure:
+def run_label(run: pd.Series) -> str:
+    """What tells one evaluated run from another: protocol, trainer, seed,
+    environment and the evaluation's version (a sweep trial's id)."""
+    lines = [f"{run.get('protocol')} {run.get('trainer')}", f"seed {run.get('seed')}"]
+    environment = run.get("environment")
+    if isinstance(environment, str) and environment:
+        lines[1] += f", {environment}"
+    version = str(run.get("evaluation_version") or "")
+    if version:
+        # Kedro's version names are save times: the day and minute are enough.
+        lines.append(version[5:16] if VERSION_TIME.match(version) else version)
+    return "\n".join(lines)
+
+
+#: A Kedro version name (the UTC time of the save).
+VERSION_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z$")
+
+
+def comparison_figure(
+    runs: pd.DataFrame, title: str = "Evaluated runs (test split)"
+) -> Figure:
     """Accuracy, completeness and soundness of every evaluated run."""
-    figure = Figure(figsize=(max(6, 1.2 * len(runs) + 3), 4), layout="constrained")
+    figure = Figure(figsize=(max(7, 1.3 * len(runs) + 4), 4.5), layout="constrained")
     axes = figure.subplots()
     if len(runs):
-        labels = [
-            f"{p}\n{t}\nseed {s}"
-            for p, t, s in zip(
-                runs["protocol"], runs["trainer"], runs["seed"], strict=True
-            )
-        ]
+        labels = [run_label(run) for _, run in runs.iterrows()]
         width = 0.27
         positions = range(len(runs))
         for offset, column in enumerate(("accuracy", "completeness", "soundness")):
@@ -52,9 +81,12 @@ def comparison_figure(runs: pd.DataFrame) -> Figure:
                 label=column,
             )
         axes.set_xticks(list(positions), labels, fontsize="small")
-        axes.legend()
+    axes.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+    # Beside the axes, never over the first bars.
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes.set_ylim(0, 1)
-    axes.set_title("Evaluated runs (test split)")
+    axes.set_ylabel("fraction of test pairs")
+    axes.set_title(title)
     return figure
 
 

@@ -246,5 +246,10 @@ def write_results(plan: SweepPlan) -> pd.DataFrame:
     completed["evaluation_version"] = completed["trial_id"]
     MatplotlibDataset(
         filepath=str(plan.results_dir / "comparison.png"), version=version
-    ).save(comparison_figure(completed.reset_index(drop=True)))
+    ).save(
+        comparison_figure(
+            completed.reset_index(drop=True),
+            f"Sweep {plan.sweep} (environment {plan.env}): trials on the test split",
+        )
+    )
     return table

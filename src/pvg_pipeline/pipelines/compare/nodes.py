@@ -14,6 +14,7 @@ COLUMNS = [
     "protocol",
     "trainer",
     "seed",
+    "environment",
     "agents_version",
     "dataset_version",
     "pairs",

@@ -26,8 +26,10 @@ def make_graph_pairs(
     data_generation: dict[str, Any],
     split: dict[str, Any],
     device: str,
+    environment: str = "base",
 ) -> dict[str, Any]:
-    """Generate one split; the file also records the parameters that made it."""
+    """Generate one split; the file also records the parameters that made it and
+    the environment of the run."""
     params = parse_parameters(DataGenerationParams, data_generation, "data_generation")
     split_params = parse_parameters(SplitParams, split, "data_generation.<split>")
     spec = params.generation_spec(split_params)
@@ -36,6 +38,7 @@ def make_graph_pairs(
         **params.model_dump(exclude={"train", "test"}),
         "max_nodes": params.padded_nodes,
         **split_params.model_dump(),
+        "environment": environment,
     }
     return pairs
 

@@ -29,6 +29,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                         "params:data_generation",
                         f"params:data_generation.{split}",
                         "params:device",
+                        "params:environment",
                     ],
                     outputs=f"graph_pairs_{split}",
                     name=f"make_graph_pairs_{split}",

@@ -59,6 +59,9 @@ def evaluate_agents(
         "protocol": protocol.name,
         "trainer": agents["trainer"],
         "seed": agents.get("seed"),
+        # Where the agents were trained (``None`` for agents saved before it was
+        # recorded); the test split's own environment is in ``dataset``.
+        "environment": agents.get("environment"),
         "deterministic": params.deterministic,
         "experiment": experiment,
         "dataset": graph_pairs_test.get("generation_parameters", {}),
@@ -77,7 +80,12 @@ def plot_evaluation(
     history = pd.DataFrame(agents.get("training_history", []))
     if history.empty:
         history = pd.DataFrame({"iteration": []})
-    return evaluation_figure(evaluation_breakdown, history)
+    protocol = (agents.get("protocol") or {}).get("name")
+    title = (
+        f"{protocol} ({agents.get('trainer')}), seed {agents.get('seed')}, "
+        f"environment {agents.get('environment') or 'not recorded'}"
+    )
+    return evaluation_figure(evaluation_breakdown, history, title)
 
 
 def check_max_nodes(agents: dict[str, Any], pairs: dict[str, Any]) -> None:

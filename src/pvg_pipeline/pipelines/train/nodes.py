@@ -73,6 +73,7 @@ def train_agents(
         },
         **info,
     }
+    agents["environment"] = params.environment
     return agents, pd.DataFrame(history), record
 
 
