@@ -112,7 +112,7 @@ def check_dataset_matches(
             f"{name} has max_nodes={actual} but data_generation describes "
             f"max_nodes={expected}: it was generated with other parameters "
             "(another --env?); regenerate it with these (kedro run --pipelines "
-            "data_generation --env <this env>) or pin a matching version"
+            f"data_generation --env {params.environment}) or pin a matching version"
         )
 
 
