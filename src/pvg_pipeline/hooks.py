@@ -222,13 +222,18 @@ class TrackingHook:
             return
         import wandb
 
+        # A sweep's trials are one W&B group, each named by its trial id.
+        experiment = parameters.get("experiment") or {}
+
         def start(mode: str) -> Any:
             return wandb.init(
                 project=settings.project,
                 entity=settings.entity,
                 mode=mode,
                 config=parameters,
-                tags=[run_params.get("env") or "base"],
+                tags=[run_environment(run_params.get("env"))],
+                group=experiment.get("sweep"),
+                name=experiment.get("trial"),
                 reinit="finish_previous",
                 # quiet: no 30-line summary at exit; the run's files say it all.
                 settings=wandb.Settings(init_timeout=settings.init_timeout, quiet=True),
@@ -250,7 +255,21 @@ class TrackingHook:
         tracking.subscribe(self._log)
 
     def _log(self, metrics: dict[str, float]) -> None:
-        self._run.log(metrics)
+        self._run.log(tracking.grouped(metrics))
+
+    @hook_impl
+    def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
+        """The evaluation's numbers join the run's summary (``evaluation/...``)."""
+        metrics = outputs.get("evaluation_metrics")
+        if self._run is None or not isinstance(metrics, dict):
+            return
+        self._run.summary.update(
+            {
+                f"evaluation/{key}": value
+                for key, value in metrics.items()
+                if isinstance(value, int | float) and not isinstance(value, bool)
+            }
+        )
 
     @hook_impl
     def after_pipeline_run(self, **kwargs: Any) -> None:
