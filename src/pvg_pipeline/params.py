@@ -127,7 +127,7 @@ class SplitParams(ParameterBlock):
 
 
 class DataGenerationParams(ParameterBlock):
-    """The ``data_generation`` block (DESIGN.md §3)."""
+    """The ``data_generation`` block."""
 
     hash_size: Annotated[int, Field(ge=1_024, le=2**24)] = 2**24 - 1
     graph_sizes: Annotated[
@@ -214,7 +214,7 @@ class DataGenerationParams(ParameterBlock):
 
 
 class ProtocolParams(ParameterBlock):
-    """The ``protocol`` block (DESIGN.md §4)."""
+    """The ``protocol`` block."""
 
     name: str = "pvg"
     verifier_first: bool = True
@@ -284,7 +284,7 @@ class RewardParams(ParameterBlock):
 
 
 class AgentParams(ParameterBlock):
-    """Architecture of one agent (DESIGN.md §5); ``type: random`` for baselines."""
+    """Architecture of one agent; ``type: random`` for baselines."""
 
     type: Literal["neural", "random"] = "neural"
     num_gnn_layers: Annotated[int, Field(ge=1, le=32)] = 2

@@ -308,7 +308,7 @@ def learning_metrics(episodes: Episodes) -> dict[str, float]:
 
 
 def summary_metrics(episodes: Episodes) -> dict[str, float | int]:
-    """Headline metrics of a set of episodes (DESIGN.md §7)."""
+    """Headline metrics of a set of episodes."""
     accept = episodes.decision == Decision.ACCEPT
     reject = episodes.decision == Decision.REJECT
     label = episodes.label

@@ -13,7 +13,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
 
 
 def _sees(query: int, key: int, nodes: int, real: list[bool]) -> bool:
-    """DESIGN.md §5, token by token: [2 pooled, nodes of A, nodes of B]."""
+    """Token by token: [2 pooled, nodes of A, nodes of B]."""
     if key >= 2 and not real[key - 2]:
         return False  # nobody sees a padding node
     if query < 2 or key < 2:

@@ -44,7 +44,7 @@ class GenerationError(RuntimeError):
 
 @dataclass(frozen=True)
 class GenerationSpec:
-    """Everything that determines a generated split (see DESIGN.md §3).
+    """Everything that determines a generated split.
 
     ``wl_score_proportions`` maps a WL score to its share of the non-isomorphic
     pairs; the largest key is open-ended (``3`` means ``>= 3``).

@@ -28,7 +28,7 @@ class Decision(IntEnum):
 
 @dataclass(frozen=True)
 class Rewards:
-    """Reward constants (DESIGN.md §4); all are parameters."""
+    """Reward constants; all are parameters."""
 
     verifier_correct: float = 1.0
     verifier_incorrect: float = -1.0

@@ -85,7 +85,7 @@ class TrainingDiverged(RunError):
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO hyperparameters (DESIGN.md §6 gives the paper-scale values)."""
+    """PPO hyperparameters (defaults: the paper-scale values)."""
 
     iterations: int = 100
     num_envs: int = 256

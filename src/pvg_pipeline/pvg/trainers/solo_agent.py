@@ -25,7 +25,7 @@ __all__ = ["SoloAgentConfig", "accuracy", "classify", "train_solo_agents"]
 
 @dataclass(frozen=True)
 class SoloAgentConfig:
-    """Supervised training settings (DESIGN.md §6 defaults)."""
+    """Supervised training settings."""
 
     epochs: int = 100
     batch_size: int = 256

@@ -1,4 +1,4 @@
-"""Agent networks for the graph-isomorphism game (DESIGN.md §5).
+"""Agent networks for the graph-isomorphism game.
 
 Per agent: dense GIN encoder over each graph -> sum pooling (optional batch norm)
 -> pair-invariant pooled tokens (mean, |difference| / 2) -> transformer over

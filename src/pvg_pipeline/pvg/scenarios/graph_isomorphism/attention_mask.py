@@ -1,4 +1,4 @@
-"""Which token sees which in the agents' cross-graph transformer (DESIGN.md §5).
+"""Which token sees which in the agents' cross-graph transformer.
 
 Tokens are ``[2 pooled, N nodes of graph A, N nodes of graph B]``. A node sees the
 other graph's real nodes and the pooled tokens; a pooled token sees both pooled
