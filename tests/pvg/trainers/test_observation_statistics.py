@@ -8,15 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pvg_pipeline.pvg.graphs.generation import GenerationSpec, generate_graph_pairs
 from pvg_pipeline.pvg.protocols import Rewards, build_protocol
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentArchitecture
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import AgentSpec, build_agents
 from pvg_pipeline.pvg.trainers.observation_statistics import (
     fit_observation_statistics,
 )
-from pvg_pipeline.pvg.trainers.ppo import PPOConfig
-from pvg_pipeline.pvg.trainers.run import run_training
+from tests.pvg.trainers.test_training import _run
 
 CPU = torch.device("cpu")
 ARCH = AgentArchitecture(
@@ -26,31 +24,22 @@ PLAIN = AgentSpec(architecture=ARCH)
 NORMALISED = AgentSpec(architecture=replace(ARCH, observation_normalisation=True))
 
 
-@pytest.fixture(scope="module")
-def pairs(prime_table):
-    spec = GenerationSpec(
-        num_pairs=64,
-        seed=4,
-        graph_sizes=[7, 8],
-        edge_probabilities=[0.5],
-        max_nodes=8,
-        wl_max_iterations=5,
-        non_isomorphic_fraction=0.5,
-        wl_score_proportions={1: 0.5, 2: 0.5},
-        isomorphic_copied_fraction=0.5,
-        pool_size=2_000,
-        max_pool_draws=20,
-    )
-    return generate_graph_pairs(spec, prime_table, progress=False)
+@pytest.fixture
+def pairs(small_pairs):
+    return small_pairs
+
+
+def _nodes(pairs):
+    return int(pairs["adjacency"].shape[-1])
 
 
 def _observation(pairs, rounds=4):
-    batch = 6
-    history = torch.zeros(batch, rounds, 1, 2, 8)
+    batch, n = 6, _nodes(pairs)
+    history = torch.zeros(batch, rounds, 1, 2, n)
     history[:, 0, 0, 0, 3] = 1.0  # round 0: node 3 of the first graph
     history[:, 1, 0, 1, 5] = 1.0  # round 1: node 5 of the second graph
     sizes = pairs["sizes"][:batch]  # both graphs of a pair have this many nodes
-    node_mask = (torch.arange(8) < sizes[:, None])[:, None, :].expand(-1, 2, -1)
+    node_mask = (torch.arange(n) < sizes[:, None])[:, None, :].expand(-1, 2, -1)
     return (
         pairs["adjacency"][:batch],
         node_mask,
@@ -62,9 +51,9 @@ def _observation(pairs, rounds=4):
 def test_statistics_of_random_play_are_fitted_and_change_the_input(pairs):
     protocol = build_protocol("pvg", max_message_rounds=4)
     torch.manual_seed(0)
-    agents = build_agents(protocol, NORMALISED, NORMALISED, 8)
+    agents = build_agents(protocol, NORMALISED, NORMALISED, _nodes(pairs))
     torch.manual_seed(0)
-    plain = build_agents(protocol, PLAIN, PLAIN, 8)
+    plain = build_agents(protocol, PLAIN, PLAIN, _nodes(pairs))
     observation = _observation(pairs)
     # Unfitted, the statistics are the identity: the same network as without them.
     for name, agent in agents.items():
@@ -92,46 +81,20 @@ def test_statistics_of_random_play_are_fitted_and_change_the_input(pairs):
             agent(*observation).node_logits, plain[name](*observation).node_logits
         )
     # Same seed, same statistics; agents without normalisation are left alone.
-    again = build_agents(protocol, NORMALISED, PLAIN, 8)
+    again = build_agents(protocol, NORMALISED, PLAIN, _nodes(pairs))
     repeated = fit_observation_statistics(
         again, pairs, protocol, Rewards(), 16, 40, 3, CPU
     )
     assert repeated == {"prover": statistics["prover"]}
 
 
-def _run(pairs, root, iterations, resume=False):
-    config = PPOConfig(
-        iterations=iterations,
-        num_envs=8,
-        steps_per_iteration=4,
-        epochs=2,
-        minibatch_size=8,
-        checkpoint_interval=2,
-        observation_normalisation_steps=16,
-    )
-    return run_training(
-        "ppo",
-        config,
-        build_protocol("pvg", max_message_rounds=4),
-        Rewards(),
-        NORMALISED,
-        NORMALISED,
-        False,
-        pairs,
-        pairs,
-        0,
-        CPU,
-        root,
-        resume,
-    )
-
-
 def test_a_resumed_run_keeps_its_statistics_and_equals_an_uninterrupted_one(
     pairs, tmp_path
 ):
-    straight, _, _ = _run(pairs, tmp_path / "a", 4)
-    _run(pairs, tmp_path / "b", 2)
-    resumed, _, info = _run(pairs, tmp_path / "b", 4, resume=True)
+    settings = {"spec": NORMALISED, "observation_normalisation_steps": 16}
+    straight, _, _ = _run(pairs, tmp_path / "a", 4, **settings)
+    _run(pairs, tmp_path / "b", 2, **settings)
+    resumed, _, info = _run(pairs, tmp_path / "b", 4, resume=True, **settings)
     assert info["resumed_from_iteration"] == 2
     for name, entry in straight["agents"].items():
         weights = entry["state_dict"]

@@ -109,7 +109,7 @@ def test_solo_verifier_learns_and_is_scored_on_the_test_split(easy, tmp_path):
     assert not list(tmp_path.iterdir())  # no PPO checkpoints for solo agents
 
 
-def _run(pairs, root, iterations, resume=False, seed=0, **settings):
+def _run(pairs, root, iterations, resume=False, seed=0, spec=TINY, **settings):
     protocol = build_protocol("debate", max_message_rounds=4)
     config = PPOConfig(
         iterations=iterations,
@@ -125,8 +125,8 @@ def _run(pairs, root, iterations, resume=False, seed=0, **settings):
         config,
         protocol,
         Rewards(),
-        TINY,
-        TINY,
+        spec,
+        spec,
         False,
         pairs,
         pairs,
