@@ -209,7 +209,7 @@ def changes_section(
     if at.empty:
         return "\n".join(
             [
-                "## One change at a time",
+                f"## One change at a time: sweep `{sweep}`",
                 "",
                 f"Sweep `{sweep}`: no trial evaluated yet at an iteration that the "
                 "baseline reached.",
@@ -219,7 +219,7 @@ def changes_section(
     summary = changes_summary(table)
     return "\n".join(
         [
-            "## One change at a time",
+            f"## One change at a time: sweep `{sweep}`",
             "",
             f"Sweep `{sweep}` switches one setting per trial on top of the baseline, "
             f"the `{baseline_sweep}` sweep's pvg trials with the same seeds "
