@@ -40,7 +40,7 @@ def paper_setup(
     ``protocol`` and ``agents`` (initialised from ``--seed`` if the script has that
     option and it is given, else from the configured seed). With ``--bundle`` everything comes from a file
     written by ``make_bundle.py``, so that a machine without Kedro, pydantic or
-    primesieve (the lent GPU machine) can run the benchmark.
+    primesieve (such as a bare GPU machine) can run the benchmark.
     """
     from pvg_pipeline.pvg.allocator import retain_freed_memory
     from pvg_pipeline.pvg.device import resolve_device

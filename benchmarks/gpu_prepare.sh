@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Prepare issue 7's GPU check, here (no device time): the wheels that the GPU
+# Prepare the GPU check on a machine without a GPU: the wheels that the GPU
 # machine lacks, at this venv's versions, in .whl/, and the bundle in .gpu/.
-# Idempotent; then, on the device (carry .whl and .gpu): bash benchmarks/gpu_run.sh
+# Idempotent; then, on the GPU machine (carry .whl and .gpu): bash benchmarks/gpu_run.sh
 # The GPU image has torch, numpy, packaging, cloudpickle, zipp and jaxtyping.
 set -eu
 cd "$(dirname "$0")/.."

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 7's GPU check, as one command on the lent GPU machine (see
+# The GPU check, as one command on a machine with a CUDA GPU (see
 # docs/performance.md). Expects wheels of tensordict, torchrl and their missing
-# dependencies in .whl/ and a bundle in .gpu/, both written here, without the
-# device, by
+# dependencies in .whl/ and a bundle in .gpu/, both written beforehand, without a
+# GPU, by
 #   bash benchmarks/gpu_prepare.sh
 # Results go to $OUT (or ./gpu-results).
 #   bash benchmarks/gpu_run.sh           the checks, 3 min of training, then one
@@ -24,8 +24,8 @@ python3 -c "import torchrl" 2>/dev/null ||
 export PYTHONPATH=/tmp/site:$PWD/src
 BUNDLE=$PWD/.gpu/bundle.pt
 cd benchmarks || exit 1
-# The whole check fits one 10-minute device call: each step runs for at most what
-# is left of BUDGET seconds, the training run (the issue's figure) before the A/B.
+# The whole check fits in 10 minutes: each step runs for at most what is left of
+# BUDGET seconds, the training run (the headline figure) before the A/B.
 BUDGET=${PVG_GPU_BUDGET_S:-570}
 bounded() { # bounded MAX command...: run for at most MAX s or what is left
   local limit=$((BUDGET - SECONDS))
@@ -35,8 +35,8 @@ bounded() { # bounded MAX command...: run for at most MAX s or what is left
   timeout "$limit" "$@"
 }
 if [ "${1:-}" = seeds ]; then
-  # How much the test accuracy varies between training seeds (the ninth session
-  # saw 0.59 on the H100 and 0.87 on the CPU after 1 825 iterations of seed 0).
+  # How much the test accuracy varies between training seeds (seed 0 once gave
+  # 0.59 on an H100 and 0.87 on the CPU after 1 825 iterations).
   for seed in 0 1 2; do
     bounded 180 python3 train_throughput.py --bundle "$BUNDLE" --device "$DEVICE" \
       --minutes 2.6 --iterations "${PVG_GPU_ITERATIONS:-1500}" --seed "$seed" \
@@ -71,9 +71,9 @@ confirm() { # confirm VAR PATTERN...: VAR stays on if gpu_check printed each PAT
   done
   confirmed="${confirmed:+$confirmed,}$var"
 }
-# Seventh session: the agents' captured steps on two streams, bit for bit.
+# The agents' captured steps on two streams, bit for bit.
 confirm PVG_CUDA_STREAMS "PASS agents on their own streams"
-# Eighth session: the lean step (explicit loss gradient), captured and matching.
+# The lean step (explicit loss gradient), captured and matching.
 if grep -q "^FAIL one captured gradient step" "$OUT/gpu_check.log"; then
   echo "a captured gradient step failed gpu_check: PVG_LEAN_STEP=0 below"
   export PVG_LEAN_STEP=0
@@ -81,7 +81,7 @@ else
   confirm PVG_LEAN_STEP "PASS one captured gradient step: gradient (prover)" \
     "PASS one captured gradient step: gradient (verifier)"
 fi
-# Eighth session: the game step captured with the acting step.
+# The game step captured with the acting step.
 confirm PVG_GRAPHED_GAME_STEP "PASS captured game step"
 train() { # train MAX_SECONDS MINUTES
   bounded "$1" python3 train_throughput.py --bundle "$BUNDLE" --device "$DEVICE" \

@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python benchmarks/make_bundle.py --env gi_ppo --output bundle.pt
 
 The benchmarks accept ``--bundle bundle.pt`` instead of ``--env``: a machine that
-has only torch, tensordict and torchrl (the lent GPU machine) can then run them
+has only torch, tensordict and torchrl (such as a bare GPU machine) can then run them
 without Kedro, pydantic or primesieve.
 """
 

@@ -9,7 +9,7 @@ iterations as fit in ``--minutes`` (at most ``--iterations``), then evaluates th
 verifier on a test split.
 Prints seconds per iteration (median after warm-up), training frames/s, the
 projected time for the configured number of iterations, peak CPU/GPU memory and the
-verifier's test accuracy. This is issue 7's GPU check when run on an H100.
+verifier's test accuracy. On an H100 it is the GPU check of docs/performance.md.
 """
 
 from __future__ import annotations
