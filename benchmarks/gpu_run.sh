@@ -90,7 +90,7 @@ train() { # train MAX_SECONDS MINUTES
 }
 train $((MINUTES * 60 + 60)) "$MINUTES"
 if [ ! -s "$OUT/train_throughput_cuda.json" ] && [ $((BUDGET - SECONDS)) -gt 150 ]; then
-  echo "training failed: again with every path since the second session off"
+  echo "training failed: again with the streams, the lean step and the captured game step off"
   export PVG_CUDA_STREAMS=0 PVG_LEAN_STEP=0 PVG_GRAPHED_GAME_STEP=0
   confirmed=""
   minutes=$(((BUDGET - SECONDS - 90) / 60))

@@ -27,7 +27,7 @@ from pvg_pipeline.pvg.trainers.captured import CapturedCall
 
 ACTION_KEYS = ("node", "decision", "log_prob", "value")
 #: ``PVG_GRAPHED_GAME_STEP=0``: a collection runs the game step eagerly after the
-#: acting graph (as before the eighth session), e.g. to measure the difference.
+#: acting graph, e.g. to measure the difference.
 GAME_STEP_SWITCH = "PVG_GRAPHED_GAME_STEP"
 #: The state a game step reads besides the observation.
 _GAME_KEYS = ("label", "participants", "decision")
