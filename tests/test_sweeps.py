@@ -500,3 +500,22 @@ def test_sigterm_stops_the_trials_too(project_with_data):
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not any(_alive(pid) for pid in workers)  # no trial trains on, orphaned
+
+
+def test_sessions_started_in_the_same_millisecond_get_distinct_ids(
+    project_copy, monkeypatch
+):
+    """Two trials starting together once saved into the same version folders."""
+    import kedro.framework.session.session as kedro_session
+
+    from pvg_pipeline.sweeps.trials import new_session
+
+    bootstrap_project(project_copy)
+    stamps = iter(["2026-01-01T00.00.00.000Z"] * 3 + ["2026-01-01T00.00.00.001Z"])
+    monkeypatch.setattr(kedro_session, "generate_timestamp", lambda: next(stamps))
+    first = new_session(project_copy, "test", {})
+    second = new_session(project_copy, "test", {})
+    assert first.session_id == "2026-01-01T00.00.00.000Z"
+    assert second.session_id == "2026-01-01T00.00.00.001Z"
+    first.close()
+    second.close()

@@ -6,10 +6,14 @@ import contextlib
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedro.framework.session import KedroSession
 
 
 @contextlib.contextmanager
@@ -48,14 +52,11 @@ def run_session(
     this session saved (another trial running at the same time may save newer ones).
     """
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
-    from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     project_path = Path(project_path).resolve()
     bootstrap_project(project_path)
-    with KedroSession.create(
-        project_path=project_path, env=env, runtime_params=runtime_params
-    ) as session:
+    with new_session(project_path, env, runtime_params) as session:
         version = session.session_id
         load_versions = {}
         if "train" in pipelines and "evaluate" in pipelines:
@@ -70,6 +71,37 @@ def run_session(
         metrics_file = path / version / path.name
         result["metrics"] = json.loads(metrics_file.read_text())
     return result
+
+
+#: Where sessions started through :func:`new_session` reserve their ids.
+RESERVED_SESSION_IDS = Path("data") / ".session_ids"
+
+
+def new_session(
+    project_path: Path, env: str, runtime_params: dict[str, Any]
+) -> KedroSession:
+    """A Kedro session whose id no other session of this project has taken.
+
+    The id is a timestamp in milliseconds and is every saved dataset's version, so
+    trials started in the same millisecond (a sweep's first trials) would save
+    into the same version folders and all but one would fail at the end. Each id
+    is reserved by creating a file exclusively; a taken id means a new session.
+    """
+    from kedro.framework.session import KedroSession
+
+    reserved = project_path / RESERVED_SESSION_IDS
+    reserved.mkdir(parents=True, exist_ok=True)
+    for _ in range(1000):
+        session = KedroSession.create(
+            project_path=project_path, env=env, runtime_params=runtime_params
+        )
+        try:
+            os.close(os.open(reserved / session.session_id, os.O_CREAT | os.O_EXCL))
+            return session
+        except FileExistsError:
+            session.close()
+            time.sleep(0.002)
+    raise RuntimeError(f"no free Kedro session id in {reserved}")
 
 
 def run_trial(
