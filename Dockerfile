@@ -29,6 +29,6 @@ COPY --chown=pvg:pvg data ./data
 
 USER 1000
 # The fused CPU kernels, built once here (not inside the first training run).
-RUN python -c "from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension; load_extension()"
+RUN python -c "from pvg_pipeline.accelerate.cpu.kernels import load_extension; load_extension()"
 # No credentials are baked in: pass WANDB_API_KEY with `docker run -e` at run time.
 CMD ["kedro", "run"]

@@ -37,11 +37,13 @@ def paper_setup(
 
     Returns a namespace with ``ppo`` (the ``trainer.ppo`` block as a dict),
     ``rewards``, ``seed``, ``device``, ``pairs``, ``test_pairs`` (when asked for),
-    ``protocol`` and ``agents`` (initialised from ``--seed`` if the script has that
+    ``protocol``, ``agents`` (with the fused CPU kernels plugged in where they
+    apply, as in the train pipeline; ``eager_loss`` is their PPO loss) (initialised from ``--seed`` if the script has that
     option and it is given, else from the configured seed). With ``--bundle`` everything comes from a file
     written by ``make_bundle.py``, so that a machine without Kedro, pydantic or
     primesieve (such as a bare GPU machine) can run the benchmark.
     """
+    from pvg_pipeline.accelerate import accelerate
     from pvg_pipeline.pvg.allocator import retain_freed_memory
     from pvg_pipeline.pvg.device import resolve_device
     from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
@@ -66,6 +68,8 @@ def paper_setup(
     )
     for agent in agents.values():
         agent.to(device).eval()
+    # As the train pipeline does: the fused CPU kernels where they apply.
+    acceleration = accelerate(agents, device, settings["ppo"].get("value_loss", "mse"))
     pairs = {k: v[:num_pairs] for k, v in settings["pairs"].items()}
     return SimpleNamespace(
         env=settings["env"],
@@ -77,6 +81,7 @@ def paper_setup(
         test_pairs=settings.get("test_pairs"),
         protocol=settings["protocol"],
         agents=agents,
+        eager_loss=acceleration.eager_loss,
     )
 
 

@@ -64,7 +64,11 @@ def main() -> None:
     )
     policy = ppo.acting_policy(agents, protocol, config, device)
     estimate_advantages = ppo.advantage_estimator(config, device)
-    updaters = {} if args.plain else ppo.make_updaters(agents, agents, config)
+    updaters = (
+        {}
+        if args.plain
+        else ppo.make_updaters(agents, agents, config, setup.eager_loss)
+    )
     optimizers = {} if updaters else ppo.make_optimizers(agents, config)
     shuffle = torch.Generator().manual_seed(1)
     names = variants(args)

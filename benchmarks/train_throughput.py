@@ -92,6 +92,7 @@ def main() -> None:
             device,
             on_iteration=on_iteration,
             progress=False,
+            eager_loss=setup.eager_loss,
         )
     except _OutOfTime:
         pass

@@ -34,10 +34,10 @@ fi
 # Build the fused CPU kernels now (~1.5 min) rather than in the first run, and again
 # whenever their sources change; the agents fall back to PyTorch if they cannot be
 # built.
-KERNELS="src/pvg_pipeline/pvg/scenarios/graph_isomorphism"
+KERNELS="src/pvg_pipeline/accelerate/cpu"
 KERNEL_STAMP="$VENV/.kernels-stamp"
-if [ ! -f "$KERNEL_STAMP" ] || [ -n "$(find "$KERNELS" \( -name "cpu_*.cpp" -o -name cpu_kernels.py \) -newer "$KERNEL_STAMP")" ]; then
-  echo "setup: building the fused CPU kernels"
-  "$VENV/bin/python" -c "from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension; load_extension()"
+if [ ! -f "$KERNEL_STAMP" ] || [ -n "$(find "$KERNELS" \( -name "*.cpp" -o -name kernels.py \) -newer "$KERNEL_STAMP")" ]; then
+  echo "setup: building the fused CPU kernels (about a minute, once)"
+  "$VENV/bin/python" -c "from pvg_pipeline.accelerate.cpu.kernels import load_extension; load_extension()"
   touch "$KERNEL_STAMP"
 fi

@@ -15,6 +15,7 @@ import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import import_agents
 
 
@@ -57,6 +58,19 @@ def test_train_reuses_the_latest_dataset_and_saves_versioned_outputs(project_cop
     assert record["parameters"]["trainer"]["name"] == "solo_agent"
     assert record["packages"]["torch"] == metadata.version("torch")
     assert record["datasets"]["graph_pairs_train"]["seed"] == 1
+    # Which code ran: the fused CPU kernels, or why not.
+    kernels = "on" if load_extension() is not None else "off: they could not be built"
+    assert record["acceleration"]["cpu_kernels"] == kernels
+    ppo_record = json.loads(
+        (
+            _versions(project_copy, "06_models/training_run.json")[0]
+            / "training_run.json"
+        ).read_text()
+    )
+    assert ppo_record["acceleration"] == {
+        "cpu_kernels": kernels,
+        **({"switched_off": [], "not_covered": []} if kernels == "on" else {}),
+    }
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The architecture options of the reference implementation: what each changes,
 that the defaults keep today's network, and that the fused CPU kernels step aside
-for what they do not implement (same outputs and gradients with them on or off)."""
+for what they do not implement (same outputs and gradients as the plain model)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,19 @@ import pytest
 import torch
 from torch import nn
 
+from pvg_pipeline.accelerate.cpu import gin as cpu_gin
+from pvg_pipeline.accelerate.cpu import heads as cpu_heads
+from pvg_pipeline.accelerate.cpu import tokens as cpu_tokens
+from pvg_pipeline.accelerate.cpu import transformer as cpu_transformer
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
+from pvg_pipeline.accelerate.cpu.layers import accelerate_agent, plain_agent
 from pvg_pipeline.pvg.protocols import build_protocol
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import (
-    cpu_gin,
-    cpu_heads,
-    cpu_tokens,
-    cpu_transformer,
-)
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentArchitecture,
     GameShape,
     GraphIsomorphismAgent,
     _most_recent,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 from tests.pvg.scenarios import test_agents
 from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.test_agents import _observation
@@ -156,13 +155,14 @@ def test_kernels_on_and_off_agree(small_pairs, monkeypatch, option, is_verifier)
         "all": REFERENCE,
     }.get(option, {option: REFERENCE.get(option)})
     td = _observation(small_pairs, build_protocol("pvg"), steps=3)
-    agent = _agent(change, is_verifier)
+    agent = accelerate_agent(_agent(change, is_verifier))
     calls = {k: record_calls(monkeypatch, *where) for k, where in KERNELS.items()}
     fused, fused_grads = _outputs_and_gradients(agent, td)
     kept = set.intersection(set(KERNELS), *(KERNELS_KEPT[k] for k in change))
     assert {k for k, c in calls.items() if c} == kept
-    monkeypatch.setenv("PVG_FUSED_CPU_KERNELS", "0")
-    reference, grads = _outputs_and_gradients(agent, td)
+    fused_calls = sum(map(len, calls.values()))
+    reference, grads = _outputs_and_gradients(plain_agent(agent), td)
+    assert sum(map(len, calls.values())) == fused_calls  # the plain model calls none
     for got, want in zip(fused, reference, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     # Through the whole network float32 rounding (and ReLUs near 0) leave ~1e-4 of

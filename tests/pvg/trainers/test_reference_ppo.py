@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.nn import functional
 
+from pvg_pipeline.accelerate.cpu import loss as cpu_loss
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
 from pvg_pipeline.pvg.protocols import Rewards, build_protocol
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_loss
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import AgentSpec, build_agents
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 from pvg_pipeline.pvg.trainers import ppo
 from pvg_pipeline.pvg.trainers.padded_minibatches import NETWORK_KEYS
 from pvg_pipeline.pvg.trainers.ppo_loss import (

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
+from pvg_pipeline.accelerate import accelerate
 from pvg_pipeline.params import EvaluationParams, parse_parameters
 from pvg_pipeline.pvg import evaluation, prover_ablation
 from pvg_pipeline.pvg.message_statistics import message_statistics
@@ -30,6 +32,7 @@ def evaluate_agents(
     params = parse_parameters(EvaluationParams, evaluation_params, "evaluation")
     check_max_nodes(agents, graph_pairs_test)
     networks = import_agents(agents)
+    accelerate(networks, torch.device("cpu"))  # evaluation plays on the CPU
     protocol = Protocol(**agents["protocol"])
     play = {
         "deterministic": params.deterministic,

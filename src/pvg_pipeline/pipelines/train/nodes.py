@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pvg_pipeline import tracking
+from pvg_pipeline.accelerate import accelerate
 from pvg_pipeline.params import ProjectParameters, parse_parameters
 from pvg_pipeline.pvg.device import resolve_device
 from pvg_pipeline.pvg.errors import RunError
@@ -63,6 +64,7 @@ def train_agents(
         trainer.checkpoint_dir,
         trainer.resume_run or trainer.resume,
         on_iteration=tracking.publish,
+        accelerator=accelerate,
     )
     record = {
         "parameters": params.model_dump(mode="json"),

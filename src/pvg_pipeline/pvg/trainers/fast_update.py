@@ -16,20 +16,23 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from pvg_pipeline.pvg.trainers.ppo_loss import EagerLoss
 from pvg_pipeline.pvg.trainers.rollouts import Experience
 from pvg_pipeline.pvg.trainers.update_step import AgentUpdater, flattenable
 
 if TYPE_CHECKING:
-    from pvg_pipeline.pvg.trainers.ppo import PPOConfig
+    from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig
 
 
 def make_updaters(
     agents: Mapping[str, nn.Module],
     trainable: Mapping[str, nn.Module],
     config: PPOConfig,
+    eager_loss: EagerLoss | None = None,
 ) -> dict[str, AgentUpdater]:
     """Fixed-shape updaters for the trainable agents (none when agents share
-    parameters or ``shared_optimizer`` is set: the plain path trains those)."""
+    parameters or ``shared_optimizer`` is set: the plain path trains those);
+    ``eager_loss`` is an accelerator's loss for their eager steps."""
     if config.shared_optimizer or not flattenable(dict(trainable)):
         return {}
     capacity = config.num_envs * config.steps_per_iteration
@@ -43,6 +46,7 @@ def make_updaters(
             config.loss_weights(),
             cuda_graph=config.cuda_graphs,
             compile_loss=config.compile,
+            eager_loss=eager_loss,
         )
         for index, (name, agent) in enumerate(agents.items())
         if name in trainable

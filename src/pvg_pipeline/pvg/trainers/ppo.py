@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,7 +40,8 @@ from pvg_pipeline.pvg.trainers.fast_update import (
 )
 from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
 from pvg_pipeline.pvg.trainers.observation_statistics import fit_observation_statistics
-from pvg_pipeline.pvg.trainers.ppo_loss import LossWeights, value_loss_per_row
+from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig
+from pvg_pipeline.pvg.trainers.ppo_loss import EagerLoss, value_loss_per_row
 from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
 from pvg_pipeline.pvg.trainers.shared_optimizer import (
     make_optimizers,
@@ -83,52 +83,6 @@ class TrainingDiverged(RunError):
     """A loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO hyperparameters (defaults: the paper-scale values)."""
-
-    iterations: int = 100
-    num_envs: int = 256
-    steps_per_iteration: int = 8
-    epochs: int = 10
-    minibatch_size: int = 256
-    gamma: float = 0.95
-    gae_lambda: float = 0.95
-    clip_epsilon: float = 0.2
-    entropy_coefficient: float = 1e-3
-    value_coefficient: float = 0.5
-    learning_rate: float = 3e-4
-    max_grad_norm: float = 0.5
-    normalize_advantage: bool = True
-    checkpoint_interval: int = 10
-    #: Every this many iterations (and at the last): test-split evaluation and
-    #: update diagnostics in the history.
-    eval_interval: int = 100
-    cuda_graphs: bool = True
-    compile: bool = False
-    #: ``mse`` or ``smooth_l1`` (the reference's), see ``ppo_loss.VALUE_LOSSES``.
-    value_loss: str = "mse"
-    #: One Adam over every agent with joint steps (module ``shared_optimizer``).
-    shared_optimizer: bool = False
-    #: Rounds of random play (in ``num_envs`` environments) that fit the input
-    #: statistics of agents with ``observation_normalisation``.
-    observation_normalisation_steps: int = 1000
-
-    def __post_init__(self) -> None:
-        self.loss_weights()  # rejects an unknown value_loss here, not mid-training
-
-    def loss_weights(self) -> LossWeights:
-        """The settings a gradient step needs."""
-        return LossWeights(
-            self.clip_epsilon,
-            self.entropy_coefficient,
-            self.value_coefficient,
-            self.max_grad_norm,
-            self.normalize_advantage,
-            self.value_loss,
-        )
-
-
 def train_ppo(
     agents: Mapping[str, nn.Module],
     protocol: Protocol,
@@ -142,6 +96,7 @@ def train_ppo(
     on_iteration: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
     evaluation_pairs: Mapping[str, Tensor] | None = None,
+    eager_loss: EagerLoss | None = None,
 ) -> list[dict[str, float]]:
     """Train ``agents`` in place and return one metrics row per iteration.
 
@@ -159,6 +114,9 @@ def train_ppo(
         uninterrupted run with the same seed.
     on_iteration
         Called with each iteration's metrics (tracking, progress reporting).
+    eager_loss
+        An accelerator's minibatch loss for the eager update (see
+        :func:`pvg_pipeline.accelerate.accelerate`).
     """
     if device.type == "cpu":
         retain_freed_memory()  # 40 000-120 000 page faults fewer per iteration
@@ -182,7 +140,7 @@ def train_ppo(
     policy = acting_policy(agents, protocol, config, device)
     estimate_advantages = advantage_estimator(config, device)
     trainable = {n: a for n, a in agents.items() if any(True for _ in a.parameters())}
-    updaters = make_updaters(agents, trainable, config)
+    updaters = make_updaters(agents, trainable, config, eager_loss)
     optimizers: dict[str, torch.optim.Optimizer] = (
         {name: updater.optimizer for name, updater in updaters.items()}
         if updaters

@@ -4,9 +4,9 @@ The clipped surrogate, the value loss (squared error, or the reference
 implementation's smooth L1) and the entropy bonus of one agent's minibatch, with
 per-minibatch advantage normalisation: :func:`ppo_loss` with
 autograd's backward pass, and for the padded minibatches of a captured step
-:func:`explicit_gradient_ppo_loss` with a hand-written one (fewer kernels). On the
-CPU the trainer's eager path computes the same with the fused kernel of
-:mod:`pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_loss`.
+:func:`explicit_gradient_ppo_loss` with a hand-written one (fewer kernels). An
+accelerator may supply an :data:`EagerLoss` that computes the same faster (the CPU
+accelerator's fused kernel, :mod:`pvg_pipeline.accelerate.cpu.loss`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,15 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
     action_log_prob,
     restrict_decisions,
 )
+
+#: An eager minibatch loss that an accelerator supplies: given the agent's
+#: output, the minibatch (:data:`LOSS_KEYS`) and the weights, the loss and the
+#: four reported losses as :func:`ppo_loss` computes them, or ``None`` where it
+#: does not apply.
+EagerLoss = Callable[
+    [AgentOutput, "dict[str, Tensor]", "LossWeights"],
+    "tuple[Tensor, Tensor] | None",
+]
 
 #: The four reported losses, in the order :func:`ppo_loss` returns them.
 LOSS_NAMES = ("policy_loss", "value_loss", "entropy", "decision_entropy")

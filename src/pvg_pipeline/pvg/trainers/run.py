@@ -21,6 +21,11 @@ from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore
 from pvg_pipeline.pvg.trainers.ppo import PPOConfig, train_ppo
 from pvg_pipeline.pvg.trainers.solo_agent import SoloAgentConfig, train_solo_agents
 
+#: Plugs accelerations into the agents for a device and returns what it did: an
+#: object with ``eager_loss`` and ``record`` (as
+#: :func:`pvg_pipeline.accelerate.accelerate`, which the train pipeline passes).
+Accelerator = Callable[[dict[str, torch.nn.Module], torch.device, str], Any]
+
 
 def run_training(
     trainer: str,
@@ -37,11 +42,13 @@ def run_training(
     checkpoint_root: str | Path,
     resume: bool | str = False,
     on_iteration: Callable[[dict[str, float]], None] | None = None,
+    accelerator: Accelerator | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, Any]]:
     """Train and return (exported agents, history rows, run information).
 
     ``resume`` is ``False``, ``True`` (the newest run under ``checkpoint_root``) or
-    a run folder name.
+    a run folder name. ``accelerator`` plugs accelerations into the agents; what
+    it did is the run information's ``acceleration``.
     """
     max_nodes = int(train_pairs["adjacency"].shape[-1])
     torch.manual_seed(seed)
@@ -49,6 +56,12 @@ def run_training(
         protocol, prover, verifier, max_nodes, shared_body, trainer == "solo_agent"
     )
     info: dict[str, Any] = {"trainer": trainer, "max_nodes": max_nodes}
+    eager_loss = None
+    if accelerator is not None:
+        value_loss = getattr(config, "value_loss", "mse")
+        acceleration = accelerator(agents, device, value_loss)
+        eager_loss = acceleration.eager_loss
+        info["acceleration"] = acceleration.record
     if trainer == "solo_agent":
         history = train_solo_agents(
             agents, train_pairs, test_pairs, config, seed, device, on_iteration
@@ -86,6 +99,7 @@ def run_training(
             resume=state,
             on_iteration=on_iteration,
             evaluation_pairs=test_pairs,
+            eager_loss=eager_loss,
         )
     specs = {name: verifier if name == "verifier" else prover for name in agents}
     exported = export_agents(

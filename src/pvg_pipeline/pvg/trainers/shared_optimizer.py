@@ -26,7 +26,7 @@ from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_NAMES, LossWeights, ppo_loss
 from pvg_pipeline.pvg.trainers.rollouts import Experience
 
 if TYPE_CHECKING:
-    from pvg_pipeline.pvg.trainers.ppo import PPOConfig
+    from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig
 
 
 def make_optimizers(

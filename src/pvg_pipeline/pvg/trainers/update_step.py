@@ -34,7 +34,6 @@ from jaxtyping import Float, Int64
 from tensordict import TensorDict
 from torch import Tensor, nn
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_loss
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
 from pvg_pipeline.pvg.trainers import padded_minibatches
 from pvg_pipeline.pvg.trainers.captured import capture_graph
@@ -44,8 +43,8 @@ from pvg_pipeline.pvg.trainers.padded_minibatches import (
     NETWORK_KEYS,
 )
 from pvg_pipeline.pvg.trainers.ppo_loss import (
-    LOSS_KEYS,
     LOSS_NAMES,
+    EagerLoss,
     LossWeights,
     explicit_gradient_ppo_loss,
     lean_step,
@@ -124,6 +123,8 @@ class AgentUpdater:
     compile_loss
         ``torch.compile`` the loss (forward and backward) before capturing; pays
         off on a GPU only (fixed shapes, no recompilation).
+    eager_loss
+        An accelerator's loss for the eager path (see :data:`EagerLoss`).
     """
 
     def __init__(
@@ -136,8 +137,10 @@ class AgentUpdater:
         weights: LossWeights,
         cuda_graph: bool = True,
         compile_loss: bool = False,
+        eager_loss: EagerLoss | None = None,
     ) -> None:
         self.agent = agent
+        self.eager_loss = eager_loss
         self.index = index
         self.weights = weights
         self.flat = FlatParameters(agent)
@@ -330,21 +333,15 @@ class AgentUpdater:
         self, frames: dict[str, Tensor], rows: Int64[Tensor, "row"]
     ) -> tuple[Tensor, Float[Tensor, "4"]]:
         """The PPO loss of the minibatch ``rows`` (every row real) and the four
-        reported losses (:data:`LOSS_NAMES`): :func:`ppo_loss`, or the fused kernel
-        of :mod:`~pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_loss`."""
+        reported losses (:data:`LOSS_NAMES`): the accelerator's ``eager_loss``
+        where it applies, else :func:`ppo_loss`."""
         mb = {k: v.index_select(0, rows) for k, v in frames.items()}
         output = self.agent(*(mb[key] for key in NETWORK_KEYS))
-        w = self.weights
-        if cpu_loss.fusable(output, w.value_loss):
-            return cpu_loss.fused_ppo_loss(
-                output,
-                *(mb[key] for key in LOSS_KEYS),
-                w.clip_epsilon,
-                w.value_coefficient,
-                w.entropy_coefficient,
-                w.normalize_advantage,
-            )
-        return ppo_loss(output, mb, w, None)
+        if self.eager_loss is not None:
+            losses = self.eager_loss(output, mb, self.weights)
+            if losses is not None:
+                return losses
+        return ppo_loss(output, mb, self.weights, None)
 
     def _padded_losses(
         self,

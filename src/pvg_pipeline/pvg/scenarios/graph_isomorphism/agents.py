@@ -10,8 +10,13 @@ Three options follow the reference implementation where the defaults do not:
 ``node_selector_layers: 2`` (an MLP instead of one linear layer),
 ``round_in_heads`` (a one-hot of the round joins the decider's and value head's
 input) and ``most_recent_message_flag`` (a per-node feature for the message of
-the previous round). The fused CPU kernels implement the defaults only: with any
-of these (or ``tanh``) the parts concerned run in PyTorch.
+the previous round).
+
+This is the plain PyTorch model. The optional CPU accelerator
+(:mod:`pvg_pipeline.accelerate.cpu`) plugs fused kernels into it from outside,
+by overriding the steps that the classes here expose as methods
+(:meth:`DenseGINLayer.forward`, :meth:`CrossGraphAttentionLayer.forward` and
+``attend``, :meth:`AgentBody.tokens`, :meth:`GraphIsomorphismAgent.heads`).
 
 Node features are the messages of the channels the agent can see, so a channel the
 agent cannot see never enters its computation. Graphs have at most ~15 nodes, so
@@ -27,19 +32,9 @@ from jaxtyping import Bool, Float, Int64
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.protocols import Decision
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import (
-    cpu_gin,
-    cpu_heads,
-    cpu_tokens,
-    cpu_transformer,
-)
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     POOLED_TOKENS,
     AttentionMask,
-)
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
-    fusable,
-    fused_attention,
 )
 
 
@@ -132,10 +127,7 @@ def _node_selector(d_model: int, layers: int, activation: str) -> nn.Module:
 
 
 class DenseGINLayer(nn.Module):
-    """GIN: ``h' = MLP((1 + eps) h + A h)`` with dense adjacency, zero on padding.
-
-    On the CPU the whole layer is a fused kernel (:mod:`.cpu_gin`).
-    """
+    """GIN: ``h' = MLP((1 + eps) h + A h)`` with dense adjacency, zero on padding."""
 
     def __init__(self, d_in: int, d_hidden: int, d_out: int, activation: str) -> None:
         super().__init__()
@@ -150,20 +142,13 @@ class DenseGINLayer(nn.Module):
         node_mask: Bool[Tensor, "batch graph node"],
     ) -> Float[Tensor, "batch graph node feature"]:
         """Aggregate neighbours, transform, and zero the padding nodes."""
-        if cpu_gin.fusable(features, adjacency, self.mlp, self.activation):
-            return cpu_gin.fused_gin(features, adjacency, node_mask, self.eps, self.mlp)
         aggregated = (1 + self.eps) * features + adjacency @ features
         return self.mlp(aggregated) * node_mask[..., None]
 
 
 class CrossGraphAttentionLayer(nn.Module):
     """Post-norm transformer layer; an :class:`AttentionMask` says which token sees
-    which, for every head.
-
-    On the CPU the layer is one fused kernel without gradients and two with them
-    (:mod:`.cpu_transformer`); with those off, the attention alone still is
-    (:mod:`.cpu_attention`).
-    """
+    which, for every head."""
 
     def __init__(
         self, d_model: int, num_heads: int, d_mlp: int, activation: str
@@ -182,26 +167,24 @@ class CrossGraphAttentionLayer(nn.Module):
         mask: AttentionMask,
     ) -> Float[Tensor, "batch token d_model"]:
         """Self-attention where each query sees the keys ``mask`` allows."""
-        if cpu_transformer.fusable(self, tokens):  # no gradients: the whole layer
-            return cpu_transformer.fused_layer(self, tokens, mask)
-        if cpu_transformer.blocks_fusable(self, tokens):  # training: its two halves
-            tokens = cpu_transformer.fused_attention_block(self, tokens, mask)
-            return cpu_transformer.fused_feed_forward(self, tokens)
-        batch, length, d_model = tokens.shape
-        head_dim = d_model // self.num_heads
-        qkv = self.qkv(tokens)
-        if fusable(qkv):
-            attended = fused_attention(qkv, mask, self.num_heads)
-        else:
-            query, key, value = qkv.view(
-                batch, length, 3, self.num_heads, head_dim
-            ).permute(2, 0, 3, 1, 4)
-            attended = nn.functional.scaled_dot_product_attention(
-                query, key, value, attn_mask=mask.allowed()
-            )
-            attended = attended.transpose(1, 2).reshape(batch, length, d_model)
+        attended = self.attend(self.qkv(tokens), mask)
         tokens = self.norm_attention(tokens + self.out(attended))
         return self.norm_mlp(tokens + self.mlp(tokens))
+
+    def attend(
+        self, qkv: Float[Tensor, "batch token qkv"], mask: AttentionMask
+    ) -> Float[Tensor, "batch token d_model"]:
+        """Multi-head attention from the ``qkv`` projection, heads concatenated."""
+        batch, length, three_d_model = qkv.shape
+        d_model = three_d_model // 3
+        head_dim = d_model // self.num_heads
+        query, key, value = qkv.view(
+            batch, length, 3, self.num_heads, head_dim
+        ).permute(2, 0, 3, 1, 4)
+        attended = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask.allowed()
+        )
+        return attended.transpose(1, 2).reshape(batch, length, d_model)
 
 
 class AgentBody(nn.Module):
@@ -252,10 +235,7 @@ class AgentBody(nn.Module):
         round_number: Int64[Tensor, "batch"],
     ) -> Float[Tensor, "batch token d_model"]:
         """The transformer's input: 2 pooled tokens (with the round embedding),
-        then the ``2 N`` node tokens (on the CPU a fused kernel,
-        :mod:`.cpu_tokens`)."""
-        if cpu_tokens.fusable(self, h):
-            return cpu_tokens.fused_tokens(self, h, round_number)
+        then the ``2 N`` node tokens."""
         batch, _, n, d_gnn = h.shape
         pooled = self.pool_norm(h.sum(dim=2).reshape(batch * 2, d_gnn))
         pooled = pooled.view(batch, 2, d_gnn)
@@ -360,9 +340,18 @@ class GraphIsomorphismAgent(nn.Module):
         tokens = self.body(
             _project(features, self.input), adjacency, node_mask, round_number
         )
-        real_nodes = node_mask.reshape(batch, 2 * n)
-        if cpu_heads.fusable(self, tokens):
-            return AgentOutput(*cpu_heads.fused_heads(self, tokens, real_nodes))
+        return self.heads(tokens, node_mask.reshape(batch, 2 * n), round_number)
+
+    def heads(
+        self,
+        tokens: Float[Tensor, "batch token d_model"],
+        real_nodes: Bool[Tensor, "batch node2"],
+        round_number: Int64[Tensor, "batch"],
+    ) -> AgentOutput:
+        """Node logits (padding = -inf), decision logits and value from the
+        transformer's output."""
+        batch = tokens.shape[0]
+        n = real_nodes.shape[1] // 2
         # One split, not two slices: its backward is one cat instead of two
         # zero-filled (batch, token, d_model) gradients and their sum.
         pooled, nodes = tokens.split([POOLED_TOKENS, 2 * n], dim=1)

@@ -1,5 +1,5 @@
 // The two halves of the post-norm transformer layer with their gradients (training),
-// compiled after cpu_transformer.cpp (its helpers) in one translation unit:
+// compiled after transformer.cpp (its helpers) in one translation unit:
 //   attention block     x1 = LN1(x + attention(x Wqkv^T + bqkv) Wo^T + bo)
 //   feed-forward block  out = LN2(x1 + relu(x1 W1^T + b1) W2^T + b2)
 // Each forward pass works chunk by chunk of tokens in cache, with the GIN kernel's

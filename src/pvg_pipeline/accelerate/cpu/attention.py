@@ -3,8 +3,8 @@
 At the agents' sizes (24 tokens, 4 heads of 4 dimensions, a few hundred rows)
 ``scaled_dot_product_attention`` on the CPU costs ~11 ms forward + backward per
 256-row minibatch, a quarter of a PPO gradient step; the fused kernel in
-``cpu_attention.cpp`` computes the same attention in ~3.5 ms (see
-``docs/performance.md``; building: :mod:`.cpu_kernels`).
+``attention.cpp`` computes the same attention in ~3.5 ms (see
+``docs/performance.md``; building: :mod:`.kernels`).
 
 Used only where it applies (CPU, float32, not inside ``torch.compile``); everywhere
 else, and when the build fails (no C++ compiler), the agents use PyTorch's
@@ -18,12 +18,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
-    AttentionMask,
-)
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
+from pvg_pipeline.accelerate.cpu.kernels import (
     loaded,
     usable,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
+    AttentionMask,
 )
 
 SWITCH = "PVG_FUSED_CPU_ATTENTION"

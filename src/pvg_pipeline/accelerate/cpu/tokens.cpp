@@ -5,7 +5,7 @@
 // In PyTorch this is ~15 operations forward and as many backward on (rows, 2, N, 16)
 // tensors (~1.5 ms per 256-row minibatch, most of it per-operation cost and a slow
 // BLAS path for the 16 x 16 products). Here each row is done in one go with the GIN
-// kernel's register-tiled products (compiled after cpu_gin.cpp and cpu_transformer.cpp,
+// kernel's register-tiled products (compiled after gin.cpp and transformer.cpp,
 // whose chunk sums it uses); the backward pass
 // recomputes the pooled sums from h (cheaper than keeping them) and sums the
 // parameter gradients per fixed chunk of rows, chunks added in order, so that they

@@ -2,10 +2,10 @@
 
 ``out = mask * MLP((1 + eps) h + A h)`` with a one-hidden-layer ReLU MLP is ~8
 PyTorch operations per layer, each a pass over (rows, 2, nodes, 64)
-intermediates, and it computes the padding nodes too. ``cpu_gin.cpp`` does each
+intermediates, and it computes the padding nodes too. ``gin.cpp`` does each
 graph in one go in cache, on its real nodes only: forward + backward of a layer
 for a 256-row minibatch in ~1.4 ms instead of ~2.8 ms, one PPO iteration ~16 %
-faster (see ``docs/performance.md``; building: :mod:`.cpu_kernels`).
+faster (see ``docs/performance.md``; building: :mod:`.kernels`).
 
 Used only where it applies (CPU, float32, ReLU, widths multiple of the vector
 width, not inside ``torch.compile``); elsewhere, and when the build fails, the
@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
+from pvg_pipeline.accelerate.cpu.kernels import (
     loaded,
     usable,
     vector_multiples,

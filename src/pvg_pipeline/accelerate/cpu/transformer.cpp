@@ -1,8 +1,8 @@
 // Fused post-norm transformer layer on the CPU:
 //   x1 = LN1(x + attention(x) Wo^T + bo),   out = LN2(x1 + relu(x1 W1^T + b1) W2^T + b2)
-// where attention(x) is the masked multi-head attention of cpu_attention.cpp on
+// where attention(x) is the masked multi-head attention of attention.cpp on
 // x Wqkv^T + bqkv. transformer_forward is the whole layer without gradients (acting,
-// evaluation); cpu_transformer_training.cpp has its two halves with gradients.
+// evaluation); transformer_training.cpp has its two halves with gradients.
 //
 // With 24 tokens of 16 features a layer is ~12 PyTorch operations, each a pass over
 // (rows, 24, <= 64) intermediates plus its dispatch; acting calls it on a few hundred

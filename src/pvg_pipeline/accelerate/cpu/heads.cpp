@@ -5,8 +5,8 @@
 //   decision     d[b]    = relu(s[b] W1d^T + b1d) W2d^T + b2d     (verifier only)
 // In PyTorch these are ~15 operations forward and as many backward (~1.2 ms per
 // 256-row gradient step, most of it per-operation cost); here one call each way,
-// with the GIN kernel's register-tiled products (compiled after cpu_gin.cpp and
-// cpu_transformer.cpp, whose chunk sums it uses). The
+// with the GIN kernel's register-tiled products (compiled after gin.cpp and
+// transformer.cpp, whose chunk sums it uses). The
 // parameter gradients are summed per fixed chunk of rows, chunks added in order, so
 // that they do not depend on the number of threads.
 //

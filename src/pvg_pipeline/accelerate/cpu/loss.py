@@ -4,10 +4,10 @@ From an agent's outputs the PPO step computes the action log-probabilities, the
 entropies, the clipped surrogate, the value loss and the entropy bonus: ~40 small
 PyTorch operations forward and as many autograd nodes backward, ~1 ms of a 256-row
 gradient step on the CPU (each operation costs ~10-20 us right after the network's
-kernels have evicted PyTorch's code and data from the caches). ``cpu_loss.cpp``
+kernels have evicted PyTorch's code and data from the caches). ``loss.cpp``
 computes the loss and, since the loss ends the graph, its gradients with respect
 to the node logits, decision logits and values in one call; the backward pass only
-scales them (building: :mod:`.cpu_kernels`).
+scales them (building: :mod:`.kernels`).
 
 It computes the formulas of the plain path (every row real, advantages normalised
 per minibatch) with the squared-error value loss, so the trainer uses it only on
@@ -18,14 +18,16 @@ same results to float rounding. ``PVG_FUSED_CPU_LOSS=0`` turns it off.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
+from pvg_pipeline.accelerate.cpu.kernels import loaded, usable
 from pvg_pipeline.pvg.protocols import Decision
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import loaded, usable
+from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_KEYS, LossWeights
 
 if TYPE_CHECKING:
     from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentOutput
@@ -114,4 +116,22 @@ def fused_ppo_loss(
         value_coefficient,
         entropy_coefficient,
         normalize_advantage,
+    )
+
+
+def eager_ppo_loss(
+    output: AgentOutput, minibatch: Mapping[str, Tensor], weights: LossWeights
+) -> tuple[Float[Tensor, ""], Float[Tensor, "4"]] | None:
+    """The trainer's eager minibatch loss (an
+    :data:`~pvg_pipeline.pvg.trainers.ppo_loss.EagerLoss`): :func:`fused_ppo_loss`
+    where it applies, else ``None`` (the trainer then uses its own loss)."""
+    if not fusable(output, weights.value_loss):
+        return None
+    return fused_ppo_loss(
+        output,
+        *(minibatch[key] for key in LOSS_KEYS),
+        weights.clip_epsilon,
+        weights.value_coefficient,
+        weights.entropy_coefficient,
+        weights.normalize_advantage,
     )

@@ -4,8 +4,8 @@ Between the GIN encoder and the transformer the agents' body pools each graph's
 nodes (sum, eval-mode batch norm), forms the pair-invariant pooled tokens, projects
 them and the nodes to the transformer's width and adds the round embedding: ~15
 small PyTorch operations forward and as many backward, ~1.5 ms of a 256-row
-gradient step. ``cpu_tokens.cpp`` does it row by row in one call each way (building:
-:mod:`.cpu_kernels`).
+gradient step. ``tokens.cpp`` does it row by row in one call each way (building:
+:mod:`.kernels`).
 
 Used only where it applies (CPU float32, a batch norm in eval mode with running
 statistics or none, widths multiple of the vector width, not inside
@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
+from pvg_pipeline.accelerate.cpu.kernels import (
     loaded,
     usable,
     vector_multiples,

@@ -4,7 +4,7 @@ From the transformer's output an agent computes its node logits (one per node,
 ``-inf`` at padding), its value and, for the verifier, its decision logits (two
 ``Linear, ReLU, Linear`` MLPs on the pooled tokens): ~15 small PyTorch operations
 forward and as many backward, ~1.2 ms of a 256-row gradient step.
-``cpu_heads.cpp`` does them in one call each way (building: :mod:`.cpu_kernels`).
+``heads.cpp`` does them in one call each way (building: :mod:`.kernels`).
 
 Used only where it applies (CPU float32, ReLU heads, a one-layer node selector, no
 round one-hot in the heads' input, widths multiple of the vector width, not inside
@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
+from pvg_pipeline.accelerate.cpu.kernels import (
     loaded,
     usable,
     vector_multiples,

@@ -2,16 +2,16 @@
 
 The agents' post-norm transformer layer is ~12 PyTorch operations on (rows, 24
 tokens, 16 features), most of whose cost is per-operation overhead and passes over
-the (rows, 24, 64) hidden activations. ``cpu_transformer.cpp`` has two kernels (see
-``docs/performance.md``; building: :mod:`.cpu_kernels`):
+the (rows, 24, 64) hidden activations. ``transformer.cpp`` has two kernels (see
+``docs/performance.md``; building: :mod:`.kernels`):
 
 - :func:`fused_layer`: without gradients (collecting experience, evaluating), each
   row goes through the whole layer in cache, reusing the attention of
-  :mod:`.cpu_attention` and the products of :mod:`.cpu_gin`;
+  :mod:`.attention` and the products of :mod:`.gin`;
 - :func:`fused_attention_block` and :func:`fused_feed_forward`: with gradients
   (training), the layer's two halves, ``LayerNorm(x + attention(x))`` and
   ``LayerNorm(x + MLP(x))``, forward and backward, chunk by chunk of tokens
-  (``cpu_transformer_training.cpp``).
+  (``transformer_training.cpp``).
 
 Used only where they apply (CPU, float32, a ReLU MLP, widths multiple of the vector
 width, not inside ``torch.compile``); elsewhere, and when the build fails, the layer
@@ -27,13 +27,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
-    AttentionMask,
-)
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import (
+from pvg_pipeline.accelerate.cpu.kernels import (
     loaded,
     usable,
     vector_multiples,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
+    AttentionMask,
 )
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@
 // intermediates. Here each (batch, head) pair is done in one go, in registers and a
 // few small buffers, with ATen's Vectorized<float>: the forward pass has queries in
 // the vector lanes (no reductions across lanes), the backward pass keys. Compiled
-// after cpu_gin.cpp, whose products (pvg_gin::gemm) and checks it uses.
+// after gin.cpp, whose products (pvg_gin::gemm) and checks it uses.
 //
 // Layouts: qkv (B, L, 3 * M) as produced by one Linear (q | k | v, heads inside each
 // block of M = H * D); bias (B, L, Lp) additive mask, 0 where query i sees key j and

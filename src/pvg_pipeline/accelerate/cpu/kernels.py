@@ -5,17 +5,17 @@ dimensions), so on the CPU PyTorch spends most of their time on per-operation
 overhead and on passes over small intermediates. Fused kernels do that work in
 one pass each, in cache:
 
-- masked multi-head attention (``cpu_attention.cpp``, :mod:`.cpu_attention`);
-- the GIN layer (``cpu_gin.cpp``, :mod:`.cpu_gin`);
-- the whole transformer layer without gradients (``cpu_transformer.cpp``) and its
-  two halves with gradients (``cpu_transformer_training.cpp``), both used by
-  :mod:`.cpu_transformer`;
-- the transformer's tokens from the GIN output (``cpu_tokens.cpp``,
-  :mod:`.cpu_tokens`);
-- the node, value and decision heads (``cpu_heads.cpp``, :mod:`.cpu_heads`);
-- the PPO loss and its gradient (``cpu_loss.cpp``, :mod:`.cpu_loss`).
+- masked multi-head attention (``attention.cpp``, :mod:`.attention`);
+- the GIN layer (``gin.cpp``, :mod:`.gin`);
+- the whole transformer layer without gradients (``transformer.cpp``) and its
+  two halves with gradients (``transformer_training.cpp``), both used by
+  :mod:`.transformer`;
+- the transformer's tokens from the GIN output (``tokens.cpp``,
+  :mod:`.tokens`);
+- the node, value and decision heads (``heads.cpp``, :mod:`.heads`);
+- the PPO loss and its gradient (``loss.cpp``, :mod:`.loss`).
 
-``cpu_kernels.cpp`` binds them. They are compiled together once per virtual
+``kernels.cpp`` binds them. They are compiled together once per virtual
 environment with ``torch.utils.cpp_extension`` (``scripts/setup.sh`` does it at
 install time; ~1.5 minutes) into ``<venv>/torch_extensions``, with OpenMP so that
 they use torch's intra-op threads.
@@ -43,14 +43,14 @@ import torch
 _HERE = Path(__file__).parent
 #: Concatenated into one translation unit, bindings last.
 SOURCES = (
-    "cpu_gin.cpp",  # its register-tiled products serve the kernels after it
-    "cpu_attention.cpp",
-    "cpu_transformer.cpp",
-    "cpu_transformer_training.cpp",
-    "cpu_tokens.cpp",
-    "cpu_heads.cpp",
-    "cpu_loss.cpp",
-    "cpu_kernels.cpp",
+    "gin.cpp",  # its register-tiled products serve the kernels after it
+    "attention.cpp",
+    "transformer.cpp",
+    "transformer_training.cpp",
+    "tokens.cpp",
+    "heads.cpp",
+    "loss.cpp",
+    "kernels.cpp",
 )
 _ALL_SWITCH = "PVG_FUSED_CPU_KERNELS"
 _lock = threading.Lock()
@@ -64,14 +64,14 @@ def _build_flags() -> tuple[str, list[str]]:
     # the thread settings) that torch has already loaded.
     flags = ["-O3", "-fopenmp"]
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        return "pvg_cpu_kernels_avx2", [
+        return "pvg_accelerate_cpu_avx2", [
             *flags,
             "-mavx2",
             "-mfma",
             "-DCPU_CAPABILITY=AVX2",
             "-DCPU_CAPABILITY_AVX2",
         ]
-    return "pvg_cpu_kernels", [*flags, "-DCPU_CAPABILITY=DEFAULT"]
+    return "pvg_accelerate_cpu", [*flags, "-DCPU_CAPABILITY=DEFAULT"]
 
 
 def load_extension(switch: str | None = None) -> ModuleType | None:

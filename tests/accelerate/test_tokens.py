@@ -7,12 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_tokens
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
-    AgentArchitecture,
-    AgentBody,
-)
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from pvg_pipeline.accelerate.cpu import tokens as cpu_tokens
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
+from pvg_pipeline.accelerate.cpu.layers import FusedAgentBody
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentArchitecture
 from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.gradients import assert_same_gradients
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
@@ -29,7 +27,7 @@ def _body(batch_norm=True, d_gnn=16, d_transformer=16, seed=0):
     arch = AgentArchitecture(
         d_gnn=d_gnn, d_transformer=d_transformer, batch_norm=batch_norm
     )
-    body = AgentBody(arch, d_gnn, ROUNDS).eval()
+    body = FusedAgentBody(arch, d_gnn, ROUNDS).eval()
     with torch.no_grad():
         for parameter in body.parameters():
             parameter.normal_(0.0, 0.5)

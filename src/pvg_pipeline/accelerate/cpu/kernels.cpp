@@ -1,6 +1,6 @@
-// Python bindings of the fused CPU kernels (compiled after cpu_gin.cpp,
-// cpu_attention.cpp, cpu_transformer.cpp, cpu_transformer_training.cpp,
-// cpu_tokens.cpp, cpu_heads.cpp and cpu_loss.cpp, in one translation unit). The kernels release the GIL: the agents' updates run side by
+// Python bindings of the fused CPU kernels (compiled after gin.cpp,
+// attention.cpp, transformer.cpp, transformer_training.cpp,
+// tokens.cpp, heads.cpp and loss.cpp, in one translation unit). The kernels release the GIL: the agents' updates run side by
 // side in Python threads.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto no_gil = py::call_guard<py::gil_scoped_release>();

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from pvg_pipeline.accelerate.cpu import loss as cpu_loss
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
 from pvg_pipeline.pvg.protocols import Rewards, build_protocol
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_loss
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
@@ -110,7 +110,16 @@ def test_the_eager_cpu_step_uses_it_and_the_fixed_shape_step_does_not(
     with torch.no_grad():
         experience = collect(env, MultiAgentPolicy(agents, protocol), 4, 0.95)
         advantages, returns = ppo.compute_advantages(experience, ppo.PPOConfig())
-    updater = AgentUpdater(agents["verifier"], 1, 64, 16, 1e-3, SETTINGS, False)
+    updater = AgentUpdater(
+        agents["verifier"],
+        1,
+        64,
+        16,
+        1e-3,
+        SETTINGS,
+        False,
+        eager_loss=cpu_loss.eager_ppo_loss,
+    )
     updater.load(
         experience.data.reshape(-1),
         advantages[..., 1].reshape(-1),

@@ -7,18 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import agents as agents_module
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
-    CrossGraphAttentionLayer,
-)
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
-    AttentionMask,
-)
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_attention import (
+from pvg_pipeline.accelerate.cpu import attention as attention_module
+from pvg_pipeline.accelerate.cpu.attention import (
     fusable,
     fused_attention,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
+from pvg_pipeline.accelerate.cpu.layers import FusedCrossGraphAttentionLayer
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
+    AttentionMask,
+)
 from tests.pvg.scenarios.calls import record_calls
 
 pytestmark = pytest.mark.skipif(
@@ -95,14 +93,14 @@ def test_the_layer_uses_the_kernel_on_cpu_and_pytorch_otherwise(monkeypatch):
     # The layer's own kernels (cpu_transformer) off: the attention kernel alone.
     monkeypatch.setenv("PVG_FUSED_CPU_TRANSFORMER", "0")
     torch.manual_seed(0)
-    layer = CrossGraphAttentionLayer(16, 4, 64, "relu")
+    layer = FusedCrossGraphAttentionLayer(16, 4, 64, "relu")
     node_mask = torch.rand(8, 2, 11) > 0.2
     mask = AttentionMask(node_mask)
     tokens = torch.randn(8, 24, 16)
-    calls = record_calls(monkeypatch, agents_module, "fused_attention")
+    calls = record_calls(monkeypatch, attention_module, "fused_attention")
     fused = layer(tokens, mask)
     assert calls, "the CPU layer did not use the fused kernel"
-    monkeypatch.setattr(agents_module, "fusable", lambda qkv: False)
+    monkeypatch.setattr(attention_module, "fusable", lambda qkv: False)
     torch.testing.assert_close(fused, layer(tokens, mask), rtol=1e-5, atol=1e-5)
     assert not fusable(tokens.double())
 

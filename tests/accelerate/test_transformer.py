@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_transformer
+from pvg_pipeline.accelerate.cpu import transformer as cpu_transformer
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
+from pvg_pipeline.accelerate.cpu.layers import (
+    FusedCrossGraphAttentionLayer,
+    accelerate_agent,
+)
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentArchitecture,
     CrossGraphAttentionLayer,
@@ -16,7 +21,6 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     AttentionMask,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 
@@ -27,7 +31,7 @@ pytestmark = pytest.mark.skipif(
 
 def _layer(d_model, heads, d_mlp, seed=0):
     torch.manual_seed(seed)
-    layer = CrossGraphAttentionLayer(d_model, heads, d_mlp, "relu")
+    layer = FusedCrossGraphAttentionLayer(d_model, heads, d_mlp, "relu")
     with torch.no_grad():
         for parameter in layer.parameters():  # not LayerNorm's identity start
             parameter.normal_(0.0, 0.5)
@@ -110,8 +114,10 @@ def test_whole_agent_acting_matches_plain_pytorch(monkeypatch):
     """The agent as the collector runs it (no gradients): kernels on vs all off."""
     torch.manual_seed(0)
     shape = GameShape(max_nodes=11, max_rounds=8, visible_channels=(0, 1))
-    agent = GraphIsomorphismAgent(
-        AgentArchitecture(num_gnn_layers=5), shape, is_verifier=True
+    agent = accelerate_agent(
+        GraphIsomorphismAgent(
+            AgentArchitecture(num_gnn_layers=5), shape, is_verifier=True
+        )
     )
     generator = torch.Generator().manual_seed(5)
     node_mask = torch.rand(32, 2, 11, generator=generator) > 0.2

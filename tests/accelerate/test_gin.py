@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_gin
+from pvg_pipeline.accelerate.cpu import gin as cpu_gin
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
+from pvg_pipeline.accelerate.cpu.layers import FusedDenseGINLayer, accelerate_agent
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentArchitecture,
     DenseGINLayer,
     GameShape,
     GraphIsomorphismAgent,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 
@@ -38,7 +39,7 @@ def _inputs(batch, nodes, d_in, seed=0, prefix=True):
 
 def _layer(d_in, d_hidden, d_out, seed=0):
     torch.manual_seed(seed)
-    layer = DenseGINLayer(d_in, d_hidden, d_out, "relu")
+    layer = FusedDenseGINLayer(d_in, d_hidden, d_out, "relu")
     with torch.no_grad():
         layer.eps.fill_(0.25)  # a non-zero eps, so its gradient path counts
         layer.mlp[0].bias.normal_()  # some hidden units off, some on
@@ -118,8 +119,10 @@ def test_whole_agent_with_the_kernels_matches_plain_pytorch(monkeypatch):
     """The agent as the trainer runs it: every fused CPU kernel on vs all off."""
     torch.manual_seed(0)
     shape = GameShape(max_nodes=11, max_rounds=8, visible_channels=(0, 1))
-    agent = GraphIsomorphismAgent(
-        AgentArchitecture(num_gnn_layers=5), shape, is_verifier=True
+    agent = accelerate_agent(
+        GraphIsomorphismAgent(
+            AgentArchitecture(num_gnn_layers=5), shape, is_verifier=True
+        )
     )
     _, adjacency, node_mask = _inputs(32, 11, 16, seed=5)
     history = (torch.rand(32, 8, 2, 2, 11) < 0.1).float()

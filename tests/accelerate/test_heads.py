@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pvg_pipeline.pvg.scenarios.graph_isomorphism import cpu_heads
+from pvg_pipeline.accelerate.cpu import heads as cpu_heads
+from pvg_pipeline.accelerate.cpu.kernels import load_extension
+from pvg_pipeline.accelerate.cpu.layers import accelerate_agent
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentArchitecture,
     GameShape,
     GraphIsomorphismAgent,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.cpu_kernels import load_extension
 from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.gradients import assert_same_gradients
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
@@ -29,7 +30,7 @@ def _agent(is_verifier=True, activation="relu", d_mlp=64, d_model=16, seed=0):
     arch = AgentArchitecture(
         d_transformer=d_model, d_transformer_mlp=d_mlp, activation=activation
     )
-    agent = GraphIsomorphismAgent(arch, SHAPE, is_verifier)
+    agent = accelerate_agent(GraphIsomorphismAgent(arch, SHAPE, is_verifier))
     with torch.no_grad():
         for parameter in agent.parameters():
             parameter.normal_(0.0, 0.5)
@@ -47,14 +48,9 @@ def _inputs(batch, nodes, d_model=16, seed=0):
 def _heads(agent, tokens, real_nodes):
     """The agent's heads on given transformer outputs (the agent's forward after
     its body)."""
-    if cpu_heads.fusable(agent, tokens):
-        return cpu_heads.fused_heads(agent, tokens, real_nodes)
-    batch, length, _ = tokens.shape
-    pooled, nodes = tokens.split([2, length - 2], dim=1)
-    logits = agent.node_head(nodes).squeeze(-1).masked_fill(~real_nodes, -torch.inf)
-    summary = pooled.reshape(batch, 2 * pooled.shape[-1])
-    decision = None if agent.decision_head is None else agent.decision_head(summary)
-    return logits, decision, agent.value_head(summary).squeeze(-1)
+    rounds = torch.zeros(len(tokens), dtype=torch.int64)
+    output = agent.heads(tokens, real_nodes, rounds)
+    return output.node_logits, output.decision_logits, output.value
 
 
 def _outputs_and_gradients(agent, tokens, real_nodes, seed=1):
