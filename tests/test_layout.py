@@ -95,3 +95,42 @@ def test_the_domain_library_needs_neither_kedro_nor_the_accelerator():
                 path,
                 module,
             )
+
+
+def _environment_keys(tree: ast.AST) -> list[object]:
+    """The key of every ``os.environ`` / ``os.getenv`` access: a string, or the
+    expression's text when it is not a literal."""
+    keys: list[object] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = ast.unparse(node.func.value)
+            reads = owner.endswith("environ") or node.func.attr == "getenv"
+            if reads and node.args:
+                key = node.args[0]
+                literal = isinstance(key, ast.Constant)
+                keys.append(key.value if literal else ast.unparse(key))
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value).endswith(
+            "environ"
+        ):
+            key = node.slice
+            literal = isinstance(key, ast.Constant)
+            keys.append(key.value if literal else ast.unparse(key))
+    return keys
+
+
+def test_the_environment_overrides_are_read_in_one_module():
+    """How a run computes is set by parameters; the environment variables that
+    override it for benchmarks (``PVG_*``) are read in ``pvg/overrides.py`` only.
+    Elsewhere every environment access names a literal non-``PVG_`` variable."""
+    overrides = SOURCE / "pvg_pipeline" / "pvg" / "overrides.py"
+    for path in SOURCE.rglob("*.py"):
+        if path == overrides:
+            continue
+        for key in _environment_keys(ast.parse(path.read_text())):
+            assert isinstance(key, str) and not key.startswith("PVG_"), (path, key)
+    assert _environment_keys(ast.parse(overrides.read_text()))
+
+
+def test_the_override_check_sees_a_variable_key():
+    tree = ast.parse("import os\nos.environ.get(SWITCH, '1')\nos.environ['PATH']")
+    assert _environment_keys(tree) == ["SWITCH", "PATH"]

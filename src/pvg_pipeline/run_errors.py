@@ -10,7 +10,6 @@ hides that line. Other exceptions are bugs and keep their traceback.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import traceback
@@ -19,6 +18,7 @@ from types import TracebackType
 
 from kedro.io.core import DatasetError
 
+from pvg_pipeline.pvg import overrides
 from pvg_pipeline.pvg.errors import RunError
 
 #: Exception types reported as one line.
@@ -65,7 +65,7 @@ def install(project_path: Path) -> None:
         trace: TracebackType | None,
     ) -> None:
         message = unknown_pipeline(error)
-        if os.environ.get("PVG_DEBUG") or not (message or isinstance(error, KNOWN)):
+        if overrides.debugging() or not (message or isinstance(error, KNOWN)):
             previous(kind, error, trace)
             return
         log = project_path / ERROR_LOG

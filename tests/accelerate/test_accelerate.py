@@ -70,10 +70,17 @@ def test_switched_off_or_another_device_leaves_the_plain_model(monkeypatch):
     _, agents = _agents()
     acceleration = accelerate(agents, torch.device("cuda"))
     assert acceleration.eager_loss is None
-    assert acceleration.record == {"cpu_kernels": "off: the run is on cuda"}
+    assert acceleration.record == {
+        "cpu_kernels": "off: the run is on cuda",
+        "switched_off": [],
+    }
     monkeypatch.setenv("PVG_FUSED_CPU_KERNELS", "0")
+    monkeypatch.setenv("PVG_CUDA_STREAMS", "0")
     acceleration = accelerate(agents, torch.device("cpu"))
-    assert acceleration.record == {"cpu_kernels": "off: PVG_FUSED_CPU_KERNELS=0"}
+    assert acceleration.record == {
+        "cpu_kernels": "off: PVG_FUSED_CPU_KERNELS=0",
+        "switched_off": ["PVG_FUSED_CPU_KERNELS", "PVG_CUDA_STREAMS"],
+    }
     assert not any(_fused_modules(agent) for agent in agents.values())
 
 
@@ -86,7 +93,7 @@ def test_settings_a_kernel_does_not_cover_are_announced_and_recorded(
     monkeypatch.setenv("PVG_FUSED_CPU_HEADS", "0")
     with caplog.at_level(logging.WARNING, logger="pvg_pipeline.accelerate"):
         record = accelerate(agents, torch.device("cpu"), "smooth_l1").record
-    assert record["switched_off"] == ["heads"]
+    assert record["switched_off"] == ["PVG_FUSED_CPU_HEADS"]
     assert record["not_covered"] == [
         "prover: activation tanh: the GIN, transformer and heads kernels cover relu "
         "only",

@@ -69,7 +69,8 @@ def test_train_reuses_the_latest_dataset_and_saves_versioned_outputs(project_cop
     )
     assert ppo_record["acceleration"] == {
         "cpu_kernels": kernels,
-        **({"switched_off": [], "not_covered": []} if kernels == "on" else {}),
+        "switched_off": [],
+        **({"not_covered": []} if kernels == "on" else {}),
     }
 
 

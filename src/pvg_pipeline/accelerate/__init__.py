@@ -8,13 +8,12 @@ agents and says what it did, for the run's record (``training_run``).
 Each kernel computes what the plain code computes, to float rounding (tested
 against it). The environment variables ``PVG_FUSED_CPU_KERNELS=0`` (all) and
 ``PVG_FUSED_CPU_{GIN,ATTENTION,TRANSFORMER,TOKENS,HEADS,LOSS}=0`` (one) switch them
-off, for benchmarks and debugging.
+off, for benchmarks and debugging (:mod:`pvg_pipeline.pvg.overrides`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,19 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from pvg_pipeline.pvg import overrides
 from pvg_pipeline.pvg.trainers.ppo_loss import EagerLoss
 
 logger = logging.getLogger(__name__)
 
-#: Each kernel's off switch.
-KERNEL_SWITCHES = {
-    "gin": "PVG_FUSED_CPU_GIN",
-    "attention": "PVG_FUSED_CPU_ATTENTION",
-    "transformer": "PVG_FUSED_CPU_TRANSFORMER",
-    "tokens": "PVG_FUSED_CPU_TOKENS",
-    "heads": "PVG_FUSED_CPU_HEADS",
-    "loss": "PVG_FUSED_CPU_LOSS",
-}
 ALL_KERNELS_SWITCH = "PVG_FUSED_CPU_KERNELS"
 
 
@@ -47,9 +38,10 @@ class Acceleration:
     eager_loss
         The trainer's eager minibatch loss, or ``None`` for its own.
     record
-        For ``training_run``: ``cpu_kernels`` (``on``, or ``off`` and why), the
-        kernels switched off, and the settings that a kernel does not cover
-        (those parts run in PyTorch).
+        For ``training_run``: ``cpu_kernels`` (``on``, or ``off`` and why),
+        ``switched_off`` (the overrides of :mod:`pvg_pipeline.pvg.overrides` set
+        to ``0``) and ``not_covered`` (settings a kernel does not implement: those
+        parts run in PyTorch).
     """
 
     eager_loss: EagerLoss | None = None
@@ -65,17 +57,26 @@ def accelerate(
     On other devices nothing changes (CUDA has its own paths in the trainer).
     Settings that a kernel does not implement are announced once, as a warning.
     """
+    switched_off = overrides.switched_off()
     if device.type != "cpu":
-        return Acceleration(record={"cpu_kernels": f"off: the run is on {device}"})
-    if os.environ.get(ALL_KERNELS_SWITCH, "1") == "0":
-        return Acceleration(record={"cpu_kernels": f"off: {ALL_KERNELS_SWITCH}=0"})
+        off = f"off: the run is on {device}"
+    elif not overrides.enabled(ALL_KERNELS_SWITCH):
+        off = f"off: {ALL_KERNELS_SWITCH}=0"
+    else:
+        off = None
+    if off is not None:
+        return Acceleration(record={"cpu_kernels": off, "switched_off": switched_off})
     from pvg_pipeline.accelerate.cpu import kernels, layers, loss
 
     if kernels.load_extension() is None:
-        return Acceleration(record={"cpu_kernels": "off: they could not be built"})
+        return Acceleration(
+            record={
+                "cpu_kernels": "off: they could not be built",
+                "switched_off": switched_off,
+            }
+        )
     for agent in agents.values():
         layers.accelerate_agent(agent)
-    switched_off = [k for k, v in KERNEL_SWITCHES.items() if os.environ.get(v) == "0"]
     uncovered = [
         note for name, agent in agents.items() for note in _uncovered(name, agent)
     ]

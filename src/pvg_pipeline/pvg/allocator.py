@@ -15,8 +15,9 @@ on to its high-water mark until it exits instead of giving it back in between).
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
+
+from pvg_pipeline.pvg import overrides
 
 # mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -38,7 +39,7 @@ def retain_freed_memory() -> bool:
     global _applied
     if _applied:
         return True
-    if os.environ.get("PVG_RETAIN_FREED_MEMORY", "1") == "0":
+    if not overrides.enabled("PVG_RETAIN_FREED_MEMORY"):
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -40,6 +40,8 @@ from types import ModuleType
 
 import torch
 
+from pvg_pipeline.pvg import overrides
+
 _HERE = Path(__file__).parent
 #: Concatenated into one translation unit, bindings last.
 SOURCES = (
@@ -52,6 +54,7 @@ SOURCES = (
     "loss.cpp",
     "kernels.cpp",
 )
+
 _ALL_SWITCH = "PVG_FUSED_CPU_KERNELS"
 _lock = threading.Lock()
 _state: dict[str, ModuleType | None] = {}
@@ -78,9 +81,9 @@ def load_extension(switch: str | None = None) -> ModuleType | None:
     """The compiled kernels (built on first use), or ``None`` when they are
     switched off (``switch`` or ``PVG_FUSED_CPU_KERNELS`` set to ``0``) or cannot
     be built (a warning says why, once)."""
-    if os.environ.get(_ALL_SWITCH, "1") == "0":
+    if not overrides.enabled(_ALL_SWITCH):
         return None
-    if switch is not None and os.environ.get(switch, "1") == "0":
+    if switch is not None and not overrides.enabled(switch):
         return None
     with _lock:
         if "module" not in _state:

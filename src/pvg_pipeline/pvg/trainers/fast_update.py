@@ -8,7 +8,6 @@ for captured steps on a GPU (``PVG_CUDA_STREAMS=0``: one after the other).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from pvg_pipeline.pvg import overrides
 from pvg_pipeline.pvg.trainers.ppo_loss import EagerLoss
 from pvg_pipeline.pvg.trainers.rollouts import Experience
 from pvg_pipeline.pvg.trainers.update_step import AgentUpdater, flattenable
@@ -117,7 +117,7 @@ def update_agents_fixed_shape(
     if concurrent is None:
         on_cpu = all(u.flat.parameter.device.type == "cpu" for u in updaters.values())
         concurrent = len(updaters) > 1 and (
-            os.environ.get("PVG_CUDA_STREAMS", "1") != "0"
+            overrides.enabled("PVG_CUDA_STREAMS")
             if on_streams
             else on_cpu and torch.get_num_threads() > 1
         )

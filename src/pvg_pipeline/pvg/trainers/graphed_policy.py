@@ -14,12 +14,12 @@ copies instead of ~60 small eager operations.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 
+from pvg_pipeline.pvg import overrides
 from pvg_pipeline.pvg.protocols import Protocol, ProtocolTensors, Rewards
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS, step
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
@@ -127,4 +127,4 @@ def game_player(
     ``PVG_GRAPHED_GAME_STEP`` is not ``0``, else ``None``."""
     if not isinstance(policy, GraphedPolicy):
         return None
-    return policy.play if os.environ.get(GAME_STEP_SWITCH, "1") != "0" else None
+    return policy.play if overrides.enabled(GAME_STEP_SWITCH) else None

@@ -11,7 +11,6 @@ accelerator's fused kernel, :mod:`pvg_pipeline.accelerate.cpu.loss`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from torch.nn import functional
 
+from pvg_pipeline.pvg import overrides
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import AgentOutput
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
     action_log_prob,
@@ -46,7 +46,6 @@ LOSS_KEYS = (
     "advantage",
     "target",
 )
-
 
 #: Value losses of a row with error ``e = value - target``: ``mse`` is ``e^2``;
 #: ``smooth_l1`` is torch's ``smooth_l1_loss`` with ``beta = 1`` (``e^2 / 2`` for
@@ -151,7 +150,7 @@ LEAN_STEP_SWITCH = "PVG_LEAN_STEP"
 
 def lean_step() -> bool:
     """Whether the padded (captured) step uses its fewer-kernel formulation."""
-    return os.environ.get(LEAN_STEP_SWITCH, "1") != "0"
+    return overrides.enabled(LEAN_STEP_SWITCH)
 
 
 def loss_constants(settings: LossWeights, device: torch.device) -> Float[Tensor, "2 4"]:
