@@ -134,3 +134,13 @@ def test_the_environment_overrides_are_read_in_one_module():
 def test_the_override_check_sees_a_variable_key():
     tree = ast.parse("import os\nos.environ.get(SWITCH, '1')\nos.environ['PATH']")
     assert _environment_keys(tree) == ["SWITCH", "PATH"]
+
+
+def test_modules_stay_short():
+    """One concept per module: none over 400 lines."""
+    long = {
+        path.relative_to(SOURCE).as_posix(): lines
+        for path in SOURCE.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > 400
+    }
+    assert long == {}

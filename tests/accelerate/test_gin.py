@@ -11,10 +11,10 @@ from pvg_pipeline.accelerate.cpu.kernels import load_extension
 from pvg_pipeline.accelerate.cpu.layers import FusedDenseGINLayer, accelerate_agent
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentArchitecture,
-    DenseGINLayer,
     GameShape,
     GraphIsomorphismAgent,
 )
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.layers import DenseGINLayer
 from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 

@@ -14,13 +14,13 @@ from pvg_pipeline.accelerate.cpu.layers import (
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentArchitecture,
-    CrossGraphAttentionLayer,
     GameShape,
     GraphIsomorphismAgent,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     AttentionMask,
 )
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.layers import CrossGraphAttentionLayer
 from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.scenarios.threads import assert_same_on_one_and_two_threads
 

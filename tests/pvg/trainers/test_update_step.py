@@ -12,11 +12,8 @@ import torch
 from pvg_pipeline.pvg.protocols import build_protocol
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
 from pvg_pipeline.pvg.trainers import fast_update, ppo
-from pvg_pipeline.pvg.trainers.update_step import (
-    AgentUpdater,
-    FlatParameters,
-    flattenable,
-)
+from pvg_pipeline.pvg.trainers.flat_parameters import FlatParameters, flattenable
+from pvg_pipeline.pvg.trainers.update_step import AgentUpdater
 from tests.pvg.trainers.collection import CONFIG, on_device
 from tests.pvg.trainers.test_training import SMALL
 

@@ -1,7 +1,7 @@
 """The plain agents' classes with the fused CPU kernels plugged in.
 
 Each class here subclasses one class of the plain model
-(:mod:`pvg_pipeline.pvg.scenarios.graph_isomorphism.agents`) and overrides one of
+(:mod:`pvg_pipeline.pvg.scenarios.graph_isomorphism.agents` and ``.layers``) and overrides one of
 its steps: where the kernel applies (CPU float32, the settings it implements, not
 switched off, built) it runs the kernel, elsewhere the plain step. The subclasses
 add no parameters or buffers, so an accelerated agent has the plain agent's
@@ -23,12 +23,14 @@ from pvg_pipeline.accelerate.cpu import transformer as transformer_kernel
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
     AgentBody,
     AgentOutput,
-    CrossGraphAttentionLayer,
-    DenseGINLayer,
     GraphIsomorphismAgent,
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     AttentionMask,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.layers import (
+    CrossGraphAttentionLayer,
+    DenseGINLayer,
 )
 
 

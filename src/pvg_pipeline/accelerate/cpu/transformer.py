@@ -37,7 +37,7 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
 )
 
 if TYPE_CHECKING:
-    from pvg_pipeline.pvg.scenarios.graph_isomorphism.agents import (
+    from pvg_pipeline.pvg.scenarios.graph_isomorphism.layers import (
         CrossGraphAttentionLayer,
     )
 

@@ -13,9 +13,18 @@ every step this is exactly the usual GAE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+
+from pvg_pipeline.pvg.trainers.captured import CapturedCall
+
+if TYPE_CHECKING:
+    from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig
+    from pvg_pipeline.pvg.trainers.rollouts import Experience
 
 
 def masked_gae(
@@ -68,3 +77,56 @@ def masked_gae(
         advantage_discount = torch.where(acted, 1.0, advantage_discount)
     returns = torch.where(active, advantages + value, 0.0)
     return advantages, returns
+
+
+def compute_advantages(
+    experience: Experience, config: PPOConfig
+) -> tuple[Tensor, Tensor]:
+    """Per-agent GAE of a collection, bootstrapped with each agent's value from its
+    own next turn (:attr:`Experience.bootstrap_value`)."""
+    return _advantages(config, *_advantage_inputs(experience))
+
+
+def advantage_estimator(
+    config: PPOConfig, device: torch.device
+) -> Callable[[Experience], tuple[Tensor, Tensor]]:
+    """:func:`compute_advantages`; on CUDA (with ``cuda_graphs``) replayed as one
+    CUDA graph: eagerly the GAE loop is a few hundred kernel launches."""
+    if not (config.cuda_graphs and device.type == "cuda"):
+        return lambda experience: compute_advantages(experience, config)
+
+    def advantages(*inputs: Tensor) -> tuple[Tensor, ...]:
+        with torch.no_grad():
+            return _advantages(config, *inputs)
+
+    captured = CapturedCall(advantages, "the advantages")
+
+    def estimate(experience: Experience) -> tuple[Tensor, Tensor]:
+        advantage, target = captured(*_advantage_inputs(experience))
+        return advantage, target
+
+    return estimate
+
+
+def _advantage_inputs(experience: Experience) -> tuple[Tensor, ...]:
+    data = experience.data
+    return (
+        experience.reward,
+        data["value"],
+        experience.done,
+        data["active"],
+        experience.bootstrap_value,
+    )
+
+
+def _advantages(
+    config: PPOConfig,
+    reward: Tensor,
+    value: Tensor,
+    done: Tensor,
+    active: Tensor,
+    bootstrap_value: Tensor,
+) -> tuple[Tensor, Tensor]:
+    return masked_gae(
+        reward, value, done, active, bootstrap_value, config.gamma, config.gae_lambda
+    )

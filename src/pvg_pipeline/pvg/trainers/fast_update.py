@@ -16,9 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg import overrides
+from pvg_pipeline.pvg.trainers.flat_parameters import flattenable
 from pvg_pipeline.pvg.trainers.ppo_loss import EagerLoss
 from pvg_pipeline.pvg.trainers.rollouts import Experience
-from pvg_pipeline.pvg.trainers.update_step import AgentUpdater, flattenable
+from pvg_pipeline.pvg.trainers.update_step import AgentUpdater
 
 if TYPE_CHECKING:
     from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig

@@ -29,8 +29,10 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
     MultiAgentPolicy,
     action_log_prob,
 )
-from pvg_pipeline.pvg.trainers.advantages import masked_gae
-from pvg_pipeline.pvg.trainers.captured import CapturedCall
+from pvg_pipeline.pvg.trainers.advantages import (
+    advantage_estimator,
+    compute_advantages,
+)
 from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore, TrainingState
 from pvg_pipeline.pvg.trainers.diagnostics import held_out_metrics, update_diagnostics
 from pvg_pipeline.pvg.trainers.fast_update import (
@@ -220,59 +222,6 @@ def train_ppo(
     finally:
         for updater in updaters.values():
             updater.release()
-
-
-def compute_advantages(
-    experience: Experience, config: PPOConfig
-) -> tuple[Tensor, Tensor]:
-    """Per-agent GAE of a collection, bootstrapped with each agent's value from its
-    own next turn (:attr:`Experience.bootstrap_value`)."""
-    return _advantages(config, *_advantage_inputs(experience))
-
-
-def advantage_estimator(
-    config: PPOConfig, device: torch.device
-) -> Callable[[Experience], tuple[Tensor, Tensor]]:
-    """:func:`compute_advantages`; on CUDA (with ``cuda_graphs``) replayed as one
-    CUDA graph: eagerly the GAE loop is a few hundred kernel launches."""
-    if not (config.cuda_graphs and device.type == "cuda"):
-        return lambda experience: compute_advantages(experience, config)
-
-    def advantages(*inputs: Tensor) -> tuple[Tensor, ...]:
-        with torch.no_grad():
-            return _advantages(config, *inputs)
-
-    captured = CapturedCall(advantages, "the advantages")
-
-    def estimate(experience: Experience) -> tuple[Tensor, Tensor]:
-        advantage, target = captured(*_advantage_inputs(experience))
-        return advantage, target
-
-    return estimate
-
-
-def _advantage_inputs(experience: Experience) -> tuple[Tensor, ...]:
-    data = experience.data
-    return (
-        experience.reward,
-        data["value"],
-        experience.done,
-        data["active"],
-        experience.bootstrap_value,
-    )
-
-
-def _advantages(
-    config: PPOConfig,
-    reward: Tensor,
-    value: Tensor,
-    done: Tensor,
-    active: Tensor,
-    bootstrap_value: Tensor,
-) -> tuple[Tensor, Tensor]:
-    return masked_gae(
-        reward, value, done, active, bootstrap_value, config.gamma, config.gae_lambda
-    )
 
 
 def acting_policy(

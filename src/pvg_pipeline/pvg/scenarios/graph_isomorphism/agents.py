@@ -14,8 +14,8 @@ the previous round).
 
 This is the plain PyTorch model. The optional CPU accelerator
 (:mod:`pvg_pipeline.accelerate.cpu`) plugs fused kernels into it from outside,
-by overriding the steps that the classes here expose as methods
-(:meth:`DenseGINLayer.forward`, :meth:`CrossGraphAttentionLayer.forward` and
+by overriding the steps that the classes here and in :mod:`.layers` expose as
+methods (:meth:`DenseGINLayer.forward`, :meth:`CrossGraphAttentionLayer.forward` and
 ``attend``, :meth:`AgentBody.tokens`, :meth:`GraphIsomorphismAgent.heads`).
 
 Node features are the messages of the channels the agent can see, so a channel the
@@ -35,6 +35,12 @@ from pvg_pipeline.pvg.protocols import Decision
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.attention_mask import (
     POOLED_TOKENS,
     AttentionMask,
+)
+from pvg_pipeline.pvg.scenarios.graph_isomorphism.layers import (
+    CrossGraphAttentionLayer,
+    DenseGINLayer,
+    mlp,
+    node_selector,
 )
 
 
@@ -102,89 +108,6 @@ class AgentOutput:
     node_logits: Float[Tensor, "batch two_nodes"]
     decision_logits: Float[Tensor, "batch 3"] | None
     value: Float[Tensor, "batch"]
-
-
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-
-
-def _mlp(d_in: int, d_hidden: int, d_out: int, activation: str) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(d_in, d_hidden),
-        _ACTIVATIONS[activation](),
-        nn.Linear(d_hidden, d_out),
-    )
-
-
-def _node_selector(d_model: int, layers: int, activation: str) -> nn.Module:
-    """One logit per node token: a linear map, or ``layers`` linear layers of
-    hidden width ``d_model`` with the activation between them."""
-    if layers == 1:
-        return nn.Linear(d_model, 1)
-    modules: list[nn.Module] = []
-    for _ in range(layers - 1):
-        modules += [nn.Linear(d_model, d_model), _ACTIVATIONS[activation]()]
-    return nn.Sequential(*modules, nn.Linear(d_model, 1))
-
-
-class DenseGINLayer(nn.Module):
-    """GIN: ``h' = MLP((1 + eps) h + A h)`` with dense adjacency, zero on padding."""
-
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, activation: str) -> None:
-        super().__init__()
-        self.activation = activation
-        self.eps = nn.Parameter(torch.zeros(()))
-        self.mlp = _mlp(d_in, d_hidden, d_out, activation)
-
-    def forward(
-        self,
-        features: Float[Tensor, "batch graph node feature"],
-        adjacency: Float[Tensor, "batch graph node node"],
-        node_mask: Bool[Tensor, "batch graph node"],
-    ) -> Float[Tensor, "batch graph node feature"]:
-        """Aggregate neighbours, transform, and zero the padding nodes."""
-        aggregated = (1 + self.eps) * features + adjacency @ features
-        return self.mlp(aggregated) * node_mask[..., None]
-
-
-class CrossGraphAttentionLayer(nn.Module):
-    """Post-norm transformer layer; an :class:`AttentionMask` says which token sees
-    which, for every head."""
-
-    def __init__(
-        self, d_model: int, num_heads: int, d_mlp: int, activation: str
-    ) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-        self.mlp = _mlp(d_model, d_mlp, d_model, activation)
-        self.norm_attention = nn.LayerNorm(d_model)
-        self.norm_mlp = nn.LayerNorm(d_model)
-
-    def forward(
-        self,
-        tokens: Float[Tensor, "batch token d_model"],
-        mask: AttentionMask,
-    ) -> Float[Tensor, "batch token d_model"]:
-        """Self-attention where each query sees the keys ``mask`` allows."""
-        attended = self.attend(self.qkv(tokens), mask)
-        tokens = self.norm_attention(tokens + self.out(attended))
-        return self.norm_mlp(tokens + self.mlp(tokens))
-
-    def attend(
-        self, qkv: Float[Tensor, "batch token qkv"], mask: AttentionMask
-    ) -> Float[Tensor, "batch token d_model"]:
-        """Multi-head attention from the ``qkv`` projection, heads concatenated."""
-        batch, length, three_d_model = qkv.shape
-        d_model = three_d_model // 3
-        head_dim = d_model // self.num_heads
-        query, key, value = qkv.view(
-            batch, length, 3, self.num_heads, head_dim
-        ).permute(2, 0, 3, 1, 4)
-        attended = nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask.allowed()
-        )
-        return attended.transpose(1, 2).reshape(batch, length, d_model)
 
 
 class AgentBody(nn.Module):
@@ -299,11 +222,11 @@ class GraphIsomorphismAgent(nn.Module):
         self.input = nn.Linear(d_messages + 1, self.body.arch.d_gnn)
         d_model = self.body.arch.d_transformer
         act = arch.activation
-        self.node_head = _node_selector(d_model, arch.node_selector_layers, act)
+        self.node_head = node_selector(d_model, arch.node_selector_layers, act)
         d_summary = 2 * d_model + (shape.max_rounds + 1 if arch.round_in_heads else 0)
-        self.value_head = _mlp(d_summary, arch.d_transformer_mlp, 1, act)
+        self.value_head = mlp(d_summary, arch.d_transformer_mlp, 1, act)
         self.decision_head = (
-            _mlp(d_summary, arch.d_transformer_mlp, len(Decision), act)
+            mlp(d_summary, arch.d_transformer_mlp, len(Decision), act)
             if is_verifier
             else None
         )
