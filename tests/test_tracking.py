@@ -64,3 +64,49 @@ def test_a_sweep_trial_is_grouped_named_and_gets_its_evaluation(monkeypatch):
     assert run.finished == 0
     tracking.publish({"iteration": 2})  # no longer listening
     assert len(run.logged) == 1
+
+
+def test_the_trained_agents_become_a_model_artifact(monkeypatch, tmp_path):
+    import torch
+
+    runs, artifacts = [], []
+
+    class Artifact:
+        def __init__(self, name, type, metadata):
+            self.name, self.type, self.metadata, self.files = name, type, metadata, {}
+            artifacts.append(self)
+
+        def add_file(self, path, name):  # W&B copies the file here
+            self.files[name] = torch.load(path, weights_only=True)
+
+    def init(**kwargs):
+        runs.append(_FakeRun(**kwargs))
+        runs[-1].log_artifact = lambda artifact: runs[-1].logged.append(artifact)
+        return runs[-1]
+
+    wandb = SimpleNamespace(init=init, Settings=dict, Artifact=Artifact)
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    hook = TrackingHook()
+    hook.after_dataset_saved("agents", {"trainer": "ppo"}, None)  # no run yet
+    assert artifacts == []
+    hook.before_pipeline_run(
+        {"env": "gi_ppo", "run_id": "2026-01-01T00.00.00.000Z"},
+        SimpleNamespace(nodes=[SimpleNamespace(name="train_agents")]),
+        SimpleNamespace(load=lambda name: {"tracking": {"mode": "offline"}}),
+    )
+    agents = {"trainer": "ppo", "seed": 3, "verifier": {"w": torch.ones(2)}}
+    hook.after_dataset_saved("training_history", {}, None)
+    hook.after_dataset_saved("agents", agents, None)
+    (artifact,) = artifacts
+    assert (artifact.name, artifact.type) == ("agents-gi_ppo", "model")
+    assert artifact.metadata == {
+        "dataset_version": "2026-01-01T00.00.00.000Z",
+        "environment": "gi_ppo",
+        "trainer": "ppo",
+        "seed": 3,
+        "max_nodes": None,
+    }
+    assert torch.equal(artifact.files["agents.pt"]["verifier"]["w"], torch.ones(2))
+    assert runs[0].logged == [artifact]
+    hook.after_pipeline_run()

@@ -205,12 +205,14 @@ class TrackingHook:
 
     def __init__(self) -> None:
         self._run: Any = None
+        self._run_params: dict[str, Any] = {}
 
     @hook_impl
     def before_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
     ) -> None:
         """Start a W&B run when the pipeline trains agents."""
+        self._run_params = run_params
         if "train_agents" not in {n.name for n in pipeline.nodes}:
             return
         parameters = catalog.load("parameters")
@@ -270,6 +272,34 @@ class TrackingHook:
                 if isinstance(value, int | float) and not isinstance(value, bool)
             }
         )
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        """The trained agents become the run's model artifact (``agents-<env>``,
+        one W&B version per training), with the dataset version they were saved as."""
+        if self._run is None or dataset_name != "agents":
+            return
+        import tempfile
+
+        import torch
+        import wandb
+
+        env = run_environment(self._run_params.get("env"))
+        metadata = {
+            "dataset_version": self._run_params.get("run_id"),
+            "environment": env,
+            **{
+                key: data.get(key)
+                for key in ("trainer", "seed", "max_nodes")
+                if isinstance(data, dict)
+            },
+        }
+        artifact = wandb.Artifact(f"agents-{env}", type="model", metadata=metadata)
+        with tempfile.TemporaryDirectory() as folder:
+            path = f"{folder}/agents.pt"
+            torch.save(data, path)
+            artifact.add_file(path, name="agents.pt")  # copied into W&B's staging
+            self._run.log_artifact(artifact)
 
     @hook_impl
     def after_pipeline_run(self, **kwargs: Any) -> None:
