@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -356,10 +357,17 @@ class ReportHook:
     def after_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
     ) -> None:
-        """Echo accuracy, completeness, soundness and where the report files are."""
+        """Echo accuracy, completeness, soundness and where the report files are:
+        the versions this run saved, not the newest ones (another run may have
+        started later and finished earlier)."""
         if "evaluation_metrics" not in pipeline.all_outputs():
             return
-        metrics = catalog.load("evaluation_metrics")
+        saved = _saved_path(catalog.get("evaluation_metrics"))
+        metrics = (
+            json.loads(Path(saved).read_text())
+            if saved is not None and Path(saved).is_file()
+            else catalog.load("evaluation_metrics")
+        )
         click.echo(
             f"\n{metrics['protocol']} ({metrics['trainer']}) on {metrics['pairs']} test "
             f"pairs: accuracy {metrics['accuracy']:.3f}, completeness "
@@ -369,5 +377,13 @@ class ReportHook:
         )
         for name in self.REPORT:
             dataset = catalog.get(name)
-            path = getattr(dataset, "_get_load_path", None)
-            click.echo(f"  {name}: {path() if path else dataset}")
+            click.echo(f"  {name}: {_saved_path(dataset) or dataset}")
+
+
+def _saved_path(dataset: Any) -> str | None:
+    """Where a versioned dataset saved in this run (its save version, the run's
+    id), or ``None`` when it is not versioned."""
+    version = getattr(dataset, "resolve_save_version", lambda: None)()
+    if version is None:
+        return None
+    return str(dataset._get_versioned_path(version))

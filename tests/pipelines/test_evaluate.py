@@ -106,6 +106,32 @@ def test_pinned_older_agents_are_evaluated_and_runs_compared(project_copy):
 
 
 @pytest.mark.slow
+def test_the_report_shows_this_runs_evaluation_not_the_newest(project_copy, capsys):
+    """A run that started later and finished earlier has a newer version: the
+    report must still show what this run saved."""
+    bootstrap_project(project_copy)
+    _run(project_copy, "data_generation")
+    _run(project_copy, "train")
+    metrics_root = project_copy / "data/08_reporting/evaluation_metrics.json"
+    other = metrics_root / "9999-01-01T00.00.00.000Z" / "evaluation_metrics.json"
+    other.parent.mkdir(parents=True)
+    other.write_text(json.dumps({"accuracy": 0.123}))
+    capsys.readouterr()
+    _run(project_copy, "evaluate")
+    report = capsys.readouterr().out
+    (own,) = [
+        v
+        for v in _versions(project_copy, "08_reporting/evaluation_metrics.json")
+        if not v.startswith("9999")
+    ]
+    saved = json.loads((metrics_root / own / "evaluation_metrics.json").read_text())
+    assert f"accuracy {saved['accuracy']:.3f}," in report
+    assert "0.123" not in report
+    assert f"evaluation_metrics.json/{own}/evaluation_metrics.json" in report
+    assert f"evaluation_plots.png/{own}/evaluation_plots.png" in report
+
+
+@pytest.mark.slow
 def test_missing_pinned_version_lists_the_available_ones(project_copy):
     bootstrap_project(project_copy)
     _run(project_copy, "data_generation")

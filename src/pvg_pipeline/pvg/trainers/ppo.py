@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from tensordict import TensorDict
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -27,7 +26,6 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
     MultiAgentPolicy,
-    action_log_prob,
 )
 from pvg_pipeline.pvg.trainers.advantages import (
     advantage_estimator,
@@ -42,10 +40,12 @@ from pvg_pipeline.pvg.trainers.fast_update import (
 )
 from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
 from pvg_pipeline.pvg.trainers.observation_statistics import fit_observation_statistics
+from pvg_pipeline.pvg.trainers.padded_minibatches import NETWORK_KEYS
 from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig
-from pvg_pipeline.pvg.trainers.ppo_loss import EagerLoss, value_loss_per_row
+from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_NAMES, EagerLoss, ppo_loss
 from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
 from pvg_pipeline.pvg.trainers.shared_optimizer import (
+    acted_samples,
     make_optimizers,
     update_agents_jointly,
 )
@@ -283,59 +283,27 @@ def _update_agent(
     config: PPOConfig,
     shuffle: torch.Generator,
 ) -> dict[str, float]:
-    """PPO epochs for one agent over the steps where it acted."""
-    acted = experience.data["active"][..., index]
-    samples: TensorDict = experience.data[acted]
-    advantage = advantages[..., index][acted]
-    target = returns[..., index][acted]
-    old_log_prob = samples["log_prob"][:, index]
-    count = samples.batch_size[0]
-    totals = {
-        "policy_loss": 0.0,
-        "value_loss": 0.0,
-        "entropy": 0.0,
-        "decision_entropy": 0.0,
-    }
+    """PPO epochs for one agent over the steps where it acted, with
+    :func:`~pvg_pipeline.pvg.trainers.ppo_loss.ppo_loss`."""
+    samples = acted_samples(experience, advantages, returns, index)
+    count = len(samples["advantage"])
+    weights = config.loss_weights()
+    totals = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
     updates = 0
     for _ in range(config.epochs):
-        order = torch.randperm(count, generator=shuffle).to(advantage.device)
+        order = torch.randperm(count, generator=shuffle).to(samples["advantage"].device)
         for start in range(0, count, config.minibatch_size):
             batch = order[start : start + config.minibatch_size]
-            mb = samples[batch]
-            output = agent(
-                mb["adjacency"], mb["node_mask"], mb["message_history"], mb["round"]
-            )
-            log_prob, entropy, decision_entropy = action_log_prob(
-                output, mb["node"][:, index], mb["decision"], mb["decision_allowed"]
-            )
-            mb_advantage = advantage[batch]
-            if config.normalize_advantage and len(batch) > 1:
-                mb_advantage = (mb_advantage - mb_advantage.mean()) / (
-                    mb_advantage.std() + 1e-8
-                )
-            ratio = (log_prob - old_log_prob[batch]).exp()
-            clipped = ratio.clamp(1 - config.clip_epsilon, 1 + config.clip_epsilon)
-            policy_loss = -torch.minimum(
-                ratio * mb_advantage, clipped * mb_advantage
-            ).mean()
-            value_loss = value_loss_per_row(
-                output.value, target[batch], config.value_loss
-            ).mean()
-            loss = (
-                policy_loss
-                + config.value_coefficient * value_loss
-                - config.entropy_coefficient * entropy.mean()
-            )
+            minibatch = {key: value[batch] for key, value in samples.items()}
+            output = agent(*(minibatch[key] for key in NETWORK_KEYS))
+            loss, reported = ppo_loss(output, minibatch, weights, None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
             optimizer.step()
-            totals["policy_loss"] += float(policy_loss.detach())
-            totals["value_loss"] += float(value_loss.detach())
-            totals["entropy"] += float(entropy.mean().detach())
-            totals["decision_entropy"] += float(decision_entropy.mean().detach())
+            totals += reported.detach().double().cpu()
             updates += 1
-    return {key: value / max(updates, 1) for key, value in totals.items()}
+    return dict(zip(LOSS_NAMES, (totals / max(updates, 1)).tolist(), strict=True))
 
 
 def _episode_metrics(experience: Experience, protocol: Protocol) -> dict[str, Any]:

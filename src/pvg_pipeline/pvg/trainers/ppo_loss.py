@@ -1,12 +1,15 @@
-"""The PPO loss of one minibatch, in PyTorch operations.
+"""The PPO loss of one minibatch: its one definition, :func:`ppo_loss`.
 
 The clipped surrogate, the value loss (squared error, or the reference
 implementation's smooth L1) and the entropy bonus of one agent's minibatch, with
-per-minibatch advantage normalisation: :func:`ppo_loss` with
-autograd's backward pass, and for the padded minibatches of a captured step
-:func:`explicit_gradient_ppo_loss` with a hand-written one (fewer kernels). An
+per-minibatch advantage normalisation. Every update path computes this loss: the
+plain update (``ppo._update_agent``), the shared optimiser's joint steps and the
+fixed-shape step call :func:`ppo_loss`; the captured step's
+:func:`explicit_gradient_ppo_loss` is the same loss with its gradient written out
+(fewer GPU kernels; tested against autograd of :func:`ppo_loss`), and an
 accelerator may supply an :data:`EagerLoss` that computes the same faster (the CPU
-accelerator's fused kernel, :mod:`pvg_pipeline.accelerate.cpu.loss`).
+accelerator's fused kernel, :mod:`pvg_pipeline.accelerate.cpu.loss`, tested
+against :func:`ppo_loss`).
 """
 
 from __future__ import annotations

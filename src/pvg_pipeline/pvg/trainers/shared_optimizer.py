@@ -81,7 +81,7 @@ def update_agents_jointly(
     for index, name in enumerate(agents):
         if name not in optimizers:
             continue
-        samples[name] = _acted_samples(experience, advantages, returns, index)
+        samples[name] = acted_samples(experience, advantages, returns, index)
         count = samples[name]["advantage"].shape[0]
         orders[name] = [
             torch.randperm(count, generator=shuffle).to(advantages.device)
@@ -188,7 +188,7 @@ def _the_shared_optimizer(
     return next(iter(distinct.values()))
 
 
-def _acted_samples(
+def acted_samples(
     experience: Experience, advantages: Tensor, returns: Tensor, index: int
 ) -> dict[str, Tensor]:
     """The network inputs and the loss's data of the steps where agent ``index``
