@@ -160,3 +160,27 @@ def test_trials_not_started_are_left_out_of_the_comparison():
     nothing = changes_table([changed[0]], COMMON, [(_trial("b0", 0), empty("b0"))])
     assert nothing["compared_at"].isna().all()
     assert "no trial evaluated yet" in changes_section(nothing, "c", "learning", "x")
+
+
+def test_a_trial_still_running_does_not_drag_the_comparison_back():
+    def completed(result: TrialResult) -> TrialResult:
+        result.status = "completed"
+        return result
+
+    baselines = [
+        (_trial("b0", 0), completed(_run("b0", 0, {100: 0.6, 200: 0.7, 300: 0.8}))),
+        (_trial("b1", 1), _run("b1", 1, {100: 0.5})),  # running, at 100 so far
+    ]
+    changed = [
+        (
+            _trial("c0", 0, trainer__ppo__shared_optimizer=True),
+            completed(_run("c0", 0, {100: 0.6, 200: 0.6, 300: 0.9})),
+        ),
+        (
+            _trial("c1", 1, trainer__ppo__shared_optimizer=True),
+            completed(_run("c1", 1, {100: 0.5, 200: 0.5, 300: 0.5})),
+        ),
+    ]
+    table = changes_table(changed, COMMON, baselines)
+    assert table["compared_at"].tolist() == [300, pd.NA, 300, 300]
+    assert table["test_accuracy"].iloc[[0, 2, 3]].tolist() == [0.8, 0.9, 0.5]

@@ -108,9 +108,14 @@ def evaluation_at(evaluations: pd.DataFrame, iteration: int) -> pd.Series | None
 
 
 def common_iteration(trials: list[TrialResult]) -> int | None:
-    """The last iteration every evaluated trial has a periodic evaluation at."""
+    """The last iteration every evaluated completed trial has a periodic
+    evaluation at (every evaluated trial's when none has completed): a trial still
+    running (or continuing to a larger budget) does not drag the comparison back
+    to where it is now; its row stays empty until it gets there."""
+    finished = [t for t in trials if t.status == "completed"]
     reached = [
-        set(periodic_evaluations(t.history)["iteration"].astype(int)) for t in trials
+        set(periodic_evaluations(t.history)["iteration"].astype(int))
+        for t in finished or trials
     ]
     reached = [r for r in reached if r]
     if not reached:
