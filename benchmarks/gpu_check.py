@@ -38,7 +38,10 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
     action_log_prob,
 )
 from pvg_pipeline.pvg.trainers import ppo
-from pvg_pipeline.pvg.trainers.graphed_policy import GAME_STEP_SWITCH, GraphedPolicy
+from pvg_pipeline.pvg.trainers.fast.graphed_policy import (
+    GAME_STEP_SWITCH,
+    GraphedPolicy,
+)
 from pvg_pipeline.pvg.trainers.rollouts import collect
 
 

@@ -28,7 +28,9 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (  # noqa: 
     GraphIsomorphismEnv,
 )
 from pvg_pipeline.pvg.trainers import ppo  # noqa: E402
-from pvg_pipeline.pvg.trainers.fast_update import minibatch_plan  # noqa: E402
+from pvg_pipeline.pvg.trainers.fast.fixed_shape_update import (
+    minibatch_plan,
+)  # noqa: E402
 from pvg_pipeline.pvg.trainers.ppo_loss import LEAN_STEP_SWITCH  # noqa: E402
 from pvg_pipeline.pvg.trainers.rollouts import collect  # noqa: E402
 

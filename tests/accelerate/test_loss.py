@@ -17,9 +17,9 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers.fast.update_step import AgentUpdater
 from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_KEYS, ppo_loss
 from pvg_pipeline.pvg.trainers.rollouts import collect
-from pvg_pipeline.pvg.trainers.update_step import AgentUpdater
 from tests.pvg.scenarios.calls import record_calls
 from tests.pvg.trainers.loss_cases import SETTINGS, fields, leaves, minibatch
 from tests.pvg.trainers.test_training import SMALL, _easy_pairs

@@ -67,6 +67,11 @@ def test_train_reuses_the_latest_dataset_and_saves_versioned_outputs(project_cop
             / "training_run.json"
         ).read_text()
     )
+    assert ppo_record["execution"] == {
+        "policy": "MultiAgentPolicy",
+        "advantages": "eager",
+        "update": "fixed shape",
+    }
     assert ppo_record["acceleration"] == {
         "cpu_kernels": kernels,
         "switched_off": [],

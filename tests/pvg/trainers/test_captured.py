@@ -16,8 +16,11 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import step
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
 from pvg_pipeline.pvg.trainers import ppo
-from pvg_pipeline.pvg.trainers.captured import CapturedCall, capture_graph
-from pvg_pipeline.pvg.trainers.graphed_policy import GAME_STEP_SWITCH, GraphedPolicy
+from pvg_pipeline.pvg.trainers.fast.captured import CapturedCall, capture_graph
+from pvg_pipeline.pvg.trainers.fast.graphed_policy import (
+    GAME_STEP_SWITCH,
+    GraphedPolicy,
+)
 from pvg_pipeline.pvg.trainers.rollouts import collect
 from tests.pvg.trainers.test_training import TINY
 

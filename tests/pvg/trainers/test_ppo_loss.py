@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pvg_pipeline.pvg.operation_count import OperationCounter
-from pvg_pipeline.pvg.trainers import padded_minibatches, ppo
+from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers.fast import padded_minibatches
 from pvg_pipeline.pvg.trainers.ppo_loss import (
     LEAN_STEP_SWITCH,
     LOSS_KEYS,

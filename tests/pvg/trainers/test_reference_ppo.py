@@ -15,7 +15,7 @@ from pvg_pipeline.accelerate.cpu.kernels import load_extension
 from pvg_pipeline.pvg.protocols import Rewards, build_protocol
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import AgentSpec, build_agents
 from pvg_pipeline.pvg.trainers import ppo
-from pvg_pipeline.pvg.trainers.padded_minibatches import NETWORK_KEYS
+from pvg_pipeline.pvg.trainers.fast.padded_minibatches import NETWORK_KEYS
 from pvg_pipeline.pvg.trainers.ppo_loss import (
     explicit_gradient_ppo_loss,
     loss_constants,

@@ -11,9 +11,10 @@ import torch
 
 from pvg_pipeline.pvg.protocols import build_protocol
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.build import build_agents
-from pvg_pipeline.pvg.trainers import fast_update, ppo
-from pvg_pipeline.pvg.trainers.flat_parameters import FlatParameters, flattenable
-from pvg_pipeline.pvg.trainers.update_step import AgentUpdater
+from pvg_pipeline.pvg.trainers import ppo
+from pvg_pipeline.pvg.trainers.fast import fixed_shape_update
+from pvg_pipeline.pvg.trainers.fast.flat_parameters import FlatParameters, flattenable
+from pvg_pipeline.pvg.trainers.fast.update_step import AgentUpdater
 from tests.pvg.trainers.collection import CONFIG, on_device
 from tests.pvg.trainers.test_training import SMALL
 
@@ -262,8 +263,10 @@ def test_each_agent_is_queued_on_its_own_stream_between_two_waits(
         yield
         current.pop()
 
-    monkeypatch.setattr(fast_update.torch.cuda, "current_stream", lambda: current[-1])
-    monkeypatch.setattr(fast_update.torch.cuda, "stream", on_stream)
+    monkeypatch.setattr(
+        fixed_shape_update.torch.cuda, "current_stream", lambda: current[-1]
+    )
+    monkeypatch.setattr(fixed_shape_update.torch.cuda, "stream", on_stream)
     run = AgentUpdater.run
 
     def recorded_run(self, *args):

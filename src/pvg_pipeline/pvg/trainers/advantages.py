@@ -13,14 +13,11 @@ every step this is exactly the usual GAE.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-
-from pvg_pipeline.pvg.trainers.captured import CapturedCall
 
 if TYPE_CHECKING:
     from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig
@@ -84,31 +81,11 @@ def compute_advantages(
 ) -> tuple[Tensor, Tensor]:
     """Per-agent GAE of a collection, bootstrapped with each agent's value from its
     own next turn (:attr:`Experience.bootstrap_value`)."""
-    return _advantages(config, *_advantage_inputs(experience))
+    return gae_of(config, *advantage_inputs(experience))
 
 
-def advantage_estimator(
-    config: PPOConfig, device: torch.device
-) -> Callable[[Experience], tuple[Tensor, Tensor]]:
-    """:func:`compute_advantages`; on CUDA (with ``cuda_graphs``) replayed as one
-    CUDA graph: eagerly the GAE loop is a few hundred kernel launches."""
-    if not (config.cuda_graphs and device.type == "cuda"):
-        return lambda experience: compute_advantages(experience, config)
-
-    def advantages(*inputs: Tensor) -> tuple[Tensor, ...]:
-        with torch.no_grad():
-            return _advantages(config, *inputs)
-
-    captured = CapturedCall(advantages, "the advantages")
-
-    def estimate(experience: Experience) -> tuple[Tensor, Tensor]:
-        advantage, target = captured(*_advantage_inputs(experience))
-        return advantage, target
-
-    return estimate
-
-
-def _advantage_inputs(experience: Experience) -> tuple[Tensor, ...]:
+def advantage_inputs(experience: Experience) -> tuple[Tensor, ...]:
+    """The tensors :func:`gae_of` reads from a collection."""
     data = experience.data
     return (
         experience.reward,
@@ -119,7 +96,7 @@ def _advantage_inputs(experience: Experience) -> tuple[Tensor, ...]:
     )
 
 
-def _advantages(
+def gae_of(
     config: PPOConfig,
     reward: Tensor,
     value: Tensor,
@@ -127,6 +104,7 @@ def _advantages(
     active: Tensor,
     bootstrap_value: Tensor,
 ) -> tuple[Tensor, Tensor]:
+    """:func:`masked_gae` with the run's discount and GAE lambda."""
     return masked_gae(
         reward, value, done, active, bootstrap_value, config.gamma, config.gae_lambda
     )

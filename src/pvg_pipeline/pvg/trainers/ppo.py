@@ -24,25 +24,27 @@ from pvg_pipeline.pvg.protocols import Protocol, Rewards
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
     GraphIsomorphismEnv,
 )
-from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import (
-    MultiAgentPolicy,
-)
-from pvg_pipeline.pvg.trainers.advantages import (
-    advantage_estimator,
-    compute_advantages,
-)
+from pvg_pipeline.pvg.trainers.advantages import compute_advantages
 from pvg_pipeline.pvg.trainers.checkpoints import CheckpointStore, TrainingState
 from pvg_pipeline.pvg.trainers.diagnostics import held_out_metrics, update_diagnostics
-from pvg_pipeline.pvg.trainers.fast_update import (
+from pvg_pipeline.pvg.trainers.fast.fixed_shape_update import (
     make_updaters,
     minibatch_plan,
     update_agents_fixed_shape,
 )
-from pvg_pipeline.pvg.trainers.graphed_policy import GraphedPolicy
+from pvg_pipeline.pvg.trainers.fast.paths import (
+    acting_policy,
+    advantage_estimator,
+    execution_paths,
+)
 from pvg_pipeline.pvg.trainers.observation_statistics import fit_observation_statistics
-from pvg_pipeline.pvg.trainers.padded_minibatches import NETWORK_KEYS
 from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig
-from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_NAMES, EagerLoss, ppo_loss
+from pvg_pipeline.pvg.trainers.ppo_loss import (
+    LOSS_NAMES,
+    NETWORK_KEYS,
+    EagerLoss,
+    ppo_loss,
+)
 from pvg_pipeline.pvg.trainers.rollouts import Experience, collect
 from pvg_pipeline.pvg.trainers.shared_optimizer import (
     acted_samples,
@@ -99,6 +101,7 @@ def train_ppo(
     progress: bool = True,
     evaluation_pairs: Mapping[str, Tensor] | None = None,
     eager_loss: EagerLoss | None = None,
+    run_record: dict[str, Any] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``agents`` in place and return one metrics row per iteration.
 
@@ -119,6 +122,9 @@ def train_ppo(
     eager_loss
         An accelerator's minibatch loss for the eager update (see
         :func:`pvg_pipeline.accelerate.accelerate`).
+    run_record
+        Receives ``execution``: which paths computed the run
+        (:func:`~pvg_pipeline.pvg.trainers.fast.paths.execution_paths`).
     """
     if device.type == "cpu":
         retain_freed_memory()  # 40 000-120 000 page faults fewer per iteration
@@ -139,15 +145,11 @@ def train_ppo(
             seed + 3,
             device,
         )
-    policy = acting_policy(agents, protocol, config, device)
-    estimate_advantages = advantage_estimator(config, device)
-    trainable = {n: a for n, a in agents.items() if any(True for _ in a.parameters())}
-    updaters = make_updaters(agents, trainable, config, eager_loss)
-    optimizers: dict[str, torch.optim.Optimizer] = (
-        {name: updater.optimizer for name, updater in updaters.items()}
-        if updaters
-        else make_optimizers(trainable, config)
-    )
+    paths = execution_paths(agents, protocol, config, device, eager_loss)
+    policy, estimate_advantages = paths.policy, paths.estimate_advantages
+    updaters, optimizers = paths.updaters, paths.optimizers
+    if run_record is not None:
+        run_record["execution"] = paths.record
     try:
         shuffle = torch.Generator().manual_seed(seed + 1)
         history: list[dict[str, float]] = []
@@ -222,19 +224,6 @@ def train_ppo(
     finally:
         for updater in updaters.values():
             updater.release()
-
-
-def acting_policy(
-    agents: Mapping[str, nn.Module],
-    protocol: Protocol,
-    config: PPOConfig,
-    device: torch.device,
-) -> MultiAgentPolicy | GraphedPolicy:
-    """The collection policy: only the acting agent's rows on CPU; on CUDA (with
-    ``cuda_graphs``) every agent on every row, replayed as one CUDA graph."""
-    if config.cuda_graphs and device.type == "cuda":
-        return GraphedPolicy(MultiAgentPolicy(agents, protocol, only_active=False))
-    return MultiAgentPolicy(agents, protocol)
 
 
 def update_agents(

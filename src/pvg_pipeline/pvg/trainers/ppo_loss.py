@@ -38,6 +38,9 @@ EagerLoss = Callable[
     "tuple[Tensor, Tensor] | None",
 ]
 
+#: The network's inputs in a minibatch.
+NETWORK_KEYS = ("adjacency", "node_mask", "message_history", "round")
+
 #: The four reported losses, in the order :func:`ppo_loss` returns them.
 LOSS_NAMES = ("policy_loss", "value_loss", "entropy", "decision_entropy")
 #: The minibatch's keys the loss reads besides the agent's output.
@@ -105,7 +108,7 @@ def ppo_loss(
     is real (the plain path's formulas, advantages normalised here when
     ``settings`` says so); otherwise 0 marks padding rows and the advantages are
     used as given (a padded step gets them normalised per minibatch beforehand,
-    by :func:`~pvg_pipeline.pvg.trainers.padded_minibatches.normalised_advantages`).
+    by :func:`~pvg_pipeline.pvg.trainers.fast.padded_minibatches.normalised_advantages`).
     """
     log_prob, entropy, decision_entropy = action_log_prob(
         output, minibatch["node"], minibatch["decision"], minibatch["decision_allowed"]

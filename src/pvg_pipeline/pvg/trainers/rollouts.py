@@ -16,7 +16,6 @@ from pvg_pipeline.pvg.scenarios.graph_isomorphism.environment import (
 )
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS, step
 from pvg_pipeline.pvg.trainers.bootstrap import own_turn_bootstrap
-from pvg_pipeline.pvg.trainers.graphed_policy import game_player
 
 _STORED = (*OBSERVATION_KEYS, "node", "decision", "log_prob", "value")
 
@@ -85,7 +84,7 @@ def collect(
         "returns": [],
     }
     # A graphed policy (CUDA) plays the game step inside its graph too.
-    play = game_player(policy)
+    play = getattr(policy, "game_player", lambda: None)()
     game = (env.protocol, env.tables, env.reward_constants)
     for _ in range(steps):
         if play is not None:

@@ -100,6 +100,7 @@ def run_training(
             on_iteration=on_iteration,
             evaluation_pairs=test_pairs,
             eager_loss=eager_loss,
+            run_record=info,
         )
     specs = {name: verifier if name == "verifier" else prover for name in agents}
     exported = export_agents(

@@ -21,8 +21,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from pvg_pipeline.pvg.trainers.padded_minibatches import NETWORK_KEYS
-from pvg_pipeline.pvg.trainers.ppo_loss import LOSS_NAMES, LossWeights, ppo_loss
+from pvg_pipeline.pvg.trainers.ppo_loss import (
+    LOSS_NAMES,
+    NETWORK_KEYS,
+    LossWeights,
+    ppo_loss,
+)
 from pvg_pipeline.pvg.trainers.rollouts import Experience
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from pvg_pipeline.pvg import overrides
 from pvg_pipeline.pvg.protocols import Protocol, ProtocolTensors, Rewards
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS, step
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.policy import MultiAgentPolicy
-from pvg_pipeline.pvg.trainers.captured import CapturedCall
+from pvg_pipeline.pvg.trainers.fast.captured import CapturedCall
 
 ACTION_KEYS = ("node", "decision", "log_prob", "value")
 #: ``PVG_GRAPHED_GAME_STEP=0``: a collection runs the game step eagerly after the
@@ -68,6 +68,13 @@ class GraphedPolicy:
         )
         acted = self.policy(inputs)
         return tuple(acted[key] for key in ACTION_KEYS)
+
+    def game_player(
+        self,
+    ) -> Callable[..., tuple[TensorDict, TensorDict, Tensor, Tensor]] | None:
+        """:meth:`play`, which the collector calls instead of acting and stepping
+        the game itself, unless ``PVG_GRAPHED_GAME_STEP`` is ``0``."""
+        return self.play if overrides.enabled(GAME_STEP_SWITCH) else None
 
     def play(
         self,
@@ -127,4 +134,4 @@ def game_player(
     ``PVG_GRAPHED_GAME_STEP`` is not ``0``, else ``None``."""
     if not isinstance(policy, GraphedPolicy):
         return None
-    return policy.play if overrides.enabled(GAME_STEP_SWITCH) else None
+    return policy.game_player()

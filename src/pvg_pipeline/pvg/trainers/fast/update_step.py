@@ -13,7 +13,7 @@ parameter tensors. :class:`AgentUpdater` computes the same thing with
   ``minibatch_size`` rows given by an index and a 0/1 weight (the last, shorter
   minibatch of an epoch is padded with weight-0 copies of a real sample), its
   per-row data packed for the whole iteration beforehand
-  (:mod:`~pvg_pipeline.pvg.trainers.padded_minibatches`);
+  (:mod:`~pvg_pipeline.pvg.trainers.fast.padded_minibatches`);
 - on the padded path, the loss's gradient in closed form
   (:func:`~pvg_pipeline.pvg.trainers.ppo_loss.explicit_gradient_ppo_loss`) and the
   gradients copied into the flat buffer at once (``PVG_LEAN_STEP=0``: autograd's
@@ -35,10 +35,10 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg.scenarios.graph_isomorphism.game import OBSERVATION_KEYS
-from pvg_pipeline.pvg.trainers import padded_minibatches
-from pvg_pipeline.pvg.trainers.captured import capture_graph
-from pvg_pipeline.pvg.trainers.flat_parameters import FlatParameters
-from pvg_pipeline.pvg.trainers.padded_minibatches import (
+from pvg_pipeline.pvg.trainers.fast import padded_minibatches
+from pvg_pipeline.pvg.trainers.fast.captured import capture_graph
+from pvg_pipeline.pvg.trainers.fast.flat_parameters import FlatParameters
+from pvg_pipeline.pvg.trainers.fast.padded_minibatches import (
     FLOAT_KEYS,
     INTEGER_KEYS,
     NETWORK_KEYS,

@@ -16,12 +16,12 @@ import torch
 from jaxtyping import Float, Int64
 from torch import Tensor
 
+from pvg_pipeline.pvg.trainers.ppo_loss import NETWORK_KEYS
+
 #: What each float row of a packed minibatch holds.
 FLOAT_KEYS = ("weight", "advantage", "old_log_prob", "target")
 #: What each integer row holds (``row``: the frame each sample is gathered from).
 INTEGER_KEYS = ("row", "node", "decision", "decision_allowed")
-#: The network's inputs, gathered inside the step.
-NETWORK_KEYS = ("adjacency", "node_mask", "message_history", "round")
 
 
 def normalised_advantages(

@@ -1,6 +1,6 @@
 """The trainer's fast PPO update: fixed-shape steps per agent, run concurrently.
 
-:class:`~pvg_pipeline.pvg.trainers.update_step.AgentUpdater` runs one agent's
+:class:`~pvg_pipeline.pvg.trainers.fast.update_step.AgentUpdater` runs one agent's
 steps; this module plans the minibatches (the plain path's permutations) and runs
 the agents' updates side by side: one thread each on a CPU, one CUDA stream each
 for captured steps on a GPU (``PVG_CUDA_STREAMS=0``: one after the other).
@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from pvg_pipeline.pvg import overrides
-from pvg_pipeline.pvg.trainers.flat_parameters import flattenable
+from pvg_pipeline.pvg.trainers.fast.flat_parameters import flattenable
+from pvg_pipeline.pvg.trainers.fast.update_step import AgentUpdater
 from pvg_pipeline.pvg.trainers.ppo_loss import EagerLoss
 from pvg_pipeline.pvg.trainers.rollouts import Experience
-from pvg_pipeline.pvg.trainers.update_step import AgentUpdater
 
 if TYPE_CHECKING:
     from pvg_pipeline.pvg.trainers.ppo_config import PPOConfig
