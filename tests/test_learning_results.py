@@ -410,3 +410,25 @@ def test_recorded_rows_are_kept_where_they_got_further():
     assert keep_further(fresh, None) == (fresh, set())
     # A record without fingerprints (older files) is not trusted.
     assert keep_further(fresh, recorded.drop(columns="parameters"))[1] == set()
+
+
+def test_what_the_prover_says_comes_from_each_trials_evaluation():
+    said = _trial("none", 0, accuracies=[0.9], hard=0.9)
+    said.metrics = {
+        "accuracy": 0.9,
+        "prover_answer_other_graph": 0.8,
+        "prover_answer_same_wl_colour_other_graph": 0.75,
+        "random_prover_accuracy": 0.55,
+    }
+    silent = _trial("none", 1, "running or interrupted", [0.6], hard=0.6)
+    table = learning_table([said, silent, _trial("random_prover", 0, hard=0.5)])
+    assert table.loc[0, "prover_answer_other_graph"] == 0.8
+    assert math.isnan(table.loc[1, "random_prover_accuracy"])  # not evaluated yet
+    page = results_markdown(table, "gi_ppo", "learning")
+    assert "## What the prover says" in page
+    assert "| 0 | 100 | 0.900 | 0.800 | 0.750 | 0.550 |" in page
+    assert "| 1 | 100 | 0.600 | — | — | — |" in page
+    # Without any evaluated pvg trial there is nothing to say.
+    assert "## What the prover says" not in results_markdown(
+        learning_table([silent]), "gi_ppo", "learning"
+    )

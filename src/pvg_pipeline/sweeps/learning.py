@@ -36,6 +36,16 @@ FINAL_COLUMNS = {
     ),
 }
 
+#: What the prover says and how much the verifier relies on it, from the trial's
+#: evaluation (``docs/evaluation.md``): answers in the other graph than the
+#: question; answers in the other graph with the question's WL colour; accuracy
+#: with the prover replaced by a uniformly random one.
+PROVER_COLUMNS = (
+    "prover_answer_other_graph",
+    "prover_answer_same_wl_colour_other_graph",
+    "random_prover_accuracy",
+)
+
 #: Columns of the learning table, in order.
 COLUMNS = [
     "trial_id",
@@ -50,6 +60,7 @@ COLUMNS = [
     *FINAL_COLUMNS,
     "first_iteration_at_0_80",
     "final_mean_accuracy_last5",
+    *PROVER_COLUMNS,
     "final_source",
     "history_source",
     "parameters",
@@ -221,6 +232,10 @@ def trial_row(trial: TrialResult) -> dict[str, Any]:
         **final_metrics(trial.metrics, trial.breakdown, evaluations),
         "first_iteration_at_0_80": reached,
         "final_mean_accuracy_last5": final_mean_accuracy(evaluations),
+        **{
+            column: _number((trial.metrics or {}).get(column))
+            for column in PROVER_COLUMNS
+        },
         "history_source": trial.history_source,
         "parameters": trial.parameters,
     }

@@ -12,7 +12,11 @@ from typing import Any
 import pandas as pd
 
 from pvg_pipeline.sweeps.definition import CONTROLS
-from pvg_pipeline.sweeps.learning import LAST_EVALUATIONS, TARGET_ACCURACY
+from pvg_pipeline.sweeps.learning import (
+    LAST_EVALUATIONS,
+    PROVER_COLUMNS,
+    TARGET_ACCURACY,
+)
 
 #: Target (a): this many pvg seeds of :data:`SEEDS_PLANNED` reach the accuracy.
 SEEDS_REQUIRED = 4
@@ -264,6 +268,7 @@ def results_markdown(
             "",
             f"![Test accuracy and hard balanced accuracy over training]({figure})",
             "",
+            *prover_section(table),
             *sections,
             "## Per trial",
             "",
@@ -281,6 +286,31 @@ def results_markdown(
             "",
         ]
     )
+
+
+def prover_section(table: pd.DataFrame) -> list[str]:
+    """What each pvg seed's prover says, beside its accuracy (empty without
+    evaluated pvg trials)."""
+    pvg = pvg_trials(table)
+    columns = ["seed", "iterations", "test_accuracy", *PROVER_COLUMNS]
+    if not len(pvg) or pvg[list(PROVER_COLUMNS)].isna().all().all():
+        return []
+    return [
+        "## What the prover says",
+        "",
+        markdown_table(pvg[[c for c in columns if c in pvg]]),
+        "",
+        "From each trial's evaluation on the test split: "
+        "`prover_answer_other_graph` is the share of the prover's answers that "
+        "point into the other graph than the verifier's question (an answer in the "
+        "same graph tells the verifier nothing about the pair); "
+        "`prover_answer_same_wl_colour_other_graph` the share that point into the "
+        "other graph at a node of the question's WL colour (what an honest prover "
+        "of an isomorphic pair does); `random_prover_accuracy` the verifier's "
+        "accuracy with its prover replaced by a uniformly random one (how much it "
+        "relies on the prover).",
+        "",
+    ]
 
 
 def _control_order(column: pd.Series) -> pd.Series:
