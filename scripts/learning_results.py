@@ -10,8 +10,8 @@ Writes ``<out-dir>/results/learning.csv`` (one row per trial),
 ``<out-dir>/results/learning_curves.csv`` (one row per trial and periodic
 evaluation), ``<out-dir>/results/learning.png`` and ``<out-dir>/results.md``, the
 page being generated from the CSVs alone. For each one-change-at-a-time sweep the
-environment has (``--changes-sweep``, default ``reference_changes`` and
-``learning_rate``), its trials are compared with the learning sweep's pvg trials of
+environment has (``--changes-sweep``, default ``reference_changes``,
+``learning_rate`` and ``prover_answers``), its trials are compared with the learning sweep's pvg trials of
 the same seeds in ``<out-dir>/results/<changes sweep>.csv`` and a section of the
 page.
 
@@ -47,7 +47,7 @@ from pvg_pipeline.sweeps.learning import (
 from pvg_pipeline.sweeps.learning_report import results_markdown
 
 #: One-change-at-a-time sweeps reported beside the learning sweep when present.
-CHANGES_SWEEPS = ("reference_changes", "learning_rate")
+CHANGES_SWEEPS = ("reference_changes", "learning_rate", "prover_answers")
 
 
 def write_changes(

@@ -237,6 +237,7 @@ class AgentParams(ParameterBlock):
     round_in_heads: bool = False
     most_recent_message_flag: bool = False
     observation_normalisation: bool = False
+    answer_in_other_graph: bool = False
 
     @model_validator(mode="after")
     def _heads_divide(self) -> AgentParams:

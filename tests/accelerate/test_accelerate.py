@@ -109,3 +109,20 @@ def test_a_random_prover_is_left_alone():
     assert record["not_covered"] == []
     assert not _fused_modules(agents["prover"])
     assert _fused_modules(agents["verifier"])
+
+
+@built
+def test_the_fused_heads_keep_the_answer_restriction(small_pairs):
+    """``answer_in_other_graph`` narrows the nodes the heads may choose; the fused
+    heads must block the same ones."""
+    restricted = AgentSpec(architecture=AgentArchitecture(answer_in_other_graph=True))
+    protocol, agents = _agents(prover=restricted)
+    td = _observation(small_pairs, protocol, steps=1)
+    plain = _run(agents["prover"], td).node_logits
+    accelerate(agents, torch.device("cpu"))
+    assert "FusedGraphIsomorphismAgent" in _fused_modules(agents["prover"])
+    fused = _run(agents["prover"], td).node_logits
+    assert torch.equal(torch.isinf(fused), torch.isinf(plain))
+    assert torch.isinf(plain).any()
+    finite = torch.isfinite(plain)
+    torch.testing.assert_close(fused[finite], plain[finite], rtol=1e-5, atol=1e-5)

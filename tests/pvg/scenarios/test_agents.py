@@ -227,3 +227,33 @@ def test_input_projection_is_the_linear_layer_with_its_gradients():
     torch.testing.assert_close(projected, expected)
     for got, want in zip((p.grad for p in layer.parameters()), grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def _prover_logits(small_pairs, steps: int, answer_in_other_graph: bool):
+    protocol = build_protocol("pvg", max_message_rounds=6)
+    spec = AgentSpec(
+        architecture=replace(ARCH, answer_in_other_graph=answer_in_other_graph)
+    )
+    torch.manual_seed(0)
+    prover = build_agents(protocol, spec, AgentSpec(), 9)["prover"]
+    td = _observation(small_pairs, protocol, steps=steps)
+    logits = _run(prover, td).node_logits.view(-1, 2, 9)
+    return td, logits
+
+
+def test_answer_in_other_graph_blocks_the_graph_of_the_question(small_pairs):
+    # After one step the verifier has asked (round 0) and the prover answers.
+    td, logits = _prover_logits(small_pairs, steps=1, answer_in_other_graph=True)
+    assert (td["round"] == 1).all()
+    asked = td["message_history"][:, 0, 0].sum(-1) > 0  # (batch, graph)
+    assert (asked.sum(-1) == 1).all()
+    real = td["node_mask"]
+    assert torch.isinf(logits[asked[:, :, None].expand_as(real)]).all()
+    other = real & ~asked[:, :, None]
+    assert torch.isfinite(logits[other]).all() and other.any(-1).any(-1).all()
+    # Off (the default), the prover may point into either graph.
+    _, free = _prover_logits(small_pairs, steps=1, answer_in_other_graph=False)
+    assert torch.isfinite(free[real]).all()
+    # Before any message nothing is blocked.
+    td0, first = _prover_logits(small_pairs, steps=0, answer_in_other_graph=True)
+    assert torch.isfinite(first[td0["node_mask"]]).all()

@@ -231,6 +231,8 @@ AS_BEFORE: dict[str, Any] = {
     "agents.prover.architecture.observation_normalisation": False,
     "agents.verifier.architecture.observation_normalisation": False,
     "trainer.observation_normalisation_steps": None,
+    "agents.prover.architecture.answer_in_other_graph": False,
+    "agents.verifier.architecture.answer_in_other_graph": False,
 }
 
 

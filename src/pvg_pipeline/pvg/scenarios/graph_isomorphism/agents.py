@@ -69,6 +69,11 @@ class AgentArchitecture:
         was sent in the previous round (the most recent message), else 0. The
         reference adds it to the transformer's input tokens; here it joins the
         message history at the network's input.
+    answer_in_other_graph
+        The agent may choose only nodes of the other graph than the one the most
+        recent message (the previous round's, in the channels it sees) points
+        into: a prover then always answers a question about one graph with a node
+        of the other. Not in the reference implementation; off by default.
     observation_normalisation
         Standardise the message features (history and flag) with one mean and
         standard deviation, fitted by the PPO trainer from random play before
@@ -90,6 +95,7 @@ class AgentArchitecture:
     round_in_heads: bool = False
     most_recent_message_flag: bool = False
     observation_normalisation: bool = False
+    answer_in_other_graph: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,7 @@ class GraphIsomorphismAgent(nn.Module):
             persistent=False,
         )
         self.most_recent_message_flag = arch.most_recent_message_flag
+        self.answer_in_other_graph = arch.answer_in_other_graph
         self.round_in_heads = arch.round_in_heads
         d_messages = shape.max_rounds * len(shape.visible_channels)
         if arch.most_recent_message_flag:
@@ -263,7 +270,24 @@ class GraphIsomorphismAgent(nn.Module):
         tokens = self.body(
             _project(features, self.input), adjacency, node_mask, round_number
         )
-        return self.heads(tokens, node_mask.reshape(batch, 2 * n), round_number)
+        selectable = self.selectable_nodes(node_mask, message_history, round_number)
+        return self.heads(tokens, selectable.reshape(batch, 2 * n), round_number)
+
+    def selectable_nodes(
+        self,
+        node_mask: Bool[Tensor, "batch 2 node"],
+        message_history: Float[Tensor, "batch round channel 2 node"],
+        round_number: Int64[Tensor, "batch"],
+    ) -> Bool[Tensor, "batch 2 node"]:
+        """The nodes the agent may choose: every real node, or with
+        ``answer_in_other_graph`` those of the graph the most recent message does
+        not point into (when it points into exactly one)."""
+        if not self.answer_in_other_graph:
+            return node_mask
+        seen = message_history.index_select(2, self.visible)
+        asked = _most_recent(seen, round_number).flatten(2).sum(-1) > 0
+        blocked = asked & (asked.sum(-1) == 1)[:, None]
+        return node_mask & ~blocked[:, :, None]
 
     def heads(
         self,
