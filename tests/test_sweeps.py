@@ -519,3 +519,19 @@ def test_sessions_started_in_the_same_millisecond_get_distinct_ids(
     assert second.session_id == "2026-01-01T00.00.00.001Z"
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((PROJECT / "conf").glob("*/sweeps/*.yml")),
+    ids=lambda path: f"{path.parents[1].name}/{path.stem}",
+)
+def test_every_committed_sweep_is_valid(path):
+    """Each sweep in conf/ loads, and every trial's parameters pass the checks."""
+    from pvg_pipeline.config import load_parameters
+
+    env = path.parents[1].name
+    base = load_parameters(env, PROJECT / "conf")
+    _, trials = load_sweep(PROJECT / "conf", env, path.stem, base)
+    assert trials
+    assert len({t.trial_id for t in trials}) == len(trials)
