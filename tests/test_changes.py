@@ -184,3 +184,28 @@ def test_a_trial_still_running_does_not_drag_the_comparison_back():
     table = changes_table(changed, COMMON, baselines)
     assert table["compared_at"].tolist() == [300, pd.NA, 300, 300]
     assert table["test_accuracy"].iloc[[0, 2, 3]].tolist() == [0.8, 0.9, 0.5]
+
+
+def test_the_baseline_covers_the_seeds_the_change_has_results_for():
+    def not_started(result: TrialResult) -> TrialResult:
+        result.status, result.history = "not started", pd.DataFrame()
+        return result
+
+    baselines = [
+        (_trial("b0", 0), _run("b0", 0, {100: 0.9})),
+        (_trial("b1", 1), _run("b1", 1, {100: 0.6})),
+    ]
+    changed = [
+        (
+            _trial("c0", 0, trainer__ppo__shared_optimizer=True),
+            not_started(_run("c0", 0, {1: 0})),
+        ),
+        (
+            _trial("c1", 1, trainer__ppo__shared_optimizer=True),
+            _run("c1", 1, {100: 0.7}),
+        ),
+    ]
+    table = changes_table(changed, COMMON, baselines)
+    assert table[table["change"] == BASELINE]["trial_id"].tolist() == ["b1"]
+    summary = changes_summary(table).set_index("change")
+    assert summary.loc[BASELINE, "seeds"] == 1

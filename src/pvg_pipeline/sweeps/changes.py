@@ -164,7 +164,9 @@ def changes_table(
     rows' trials that have evaluations).
     """
     pairs = pair_baselines([t for t, _ in changed], common, [t for t, _ in baselines])
-    used = {b for b in pairs.values() if b is not None}
+    # The baseline's mean is over the seeds the change has results for.
+    started = {t.trial_id for t, r in changed if r.status != "not started"}
+    used = {b for c, b in pairs.items() if b is not None and c in started}
     rows = [(BASELINE, r) for t, r in baselines if t.trial_id in used]
     rows += [(change_label(changed_keys(t.overrides, common)), r) for t, r in changed]
     at = common_iteration([r for _, r in rows])
