@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
+from kedro.io.core import Version
+
 from pvg_pipeline import tracking
+from pvg_pipeline.datasets import TorchDataset
 from pvg_pipeline.hooks import TrackingHook
 from pvg_pipeline.tracking import grouped_name
 
@@ -90,12 +93,21 @@ def test_the_trained_agents_become_a_model_artifact(monkeypatch, tmp_path):
     hook = TrackingHook()
     hook.after_dataset_saved("agents", {"trainer": "ppo"}, None)  # no run yet
     assert artifacts == []
+    version = "2026-01-01T00.00.00.000Z"
+    saved = TorchDataset(
+        filepath=str(tmp_path / "agents.pt"), version=Version(None, version)
+    )
+    catalog = SimpleNamespace(
+        load=lambda name: {"tracking": {"mode": "offline"}},
+        get=lambda name: {"agents": saved}[name],
+    )
     hook.before_pipeline_run(
-        {"env": "gi_ppo", "run_id": "2026-01-01T00.00.00.000Z"},
+        {"env": "gi_ppo", "run_id": version},
         SimpleNamespace(nodes=[SimpleNamespace(name="train_agents")]),
-        SimpleNamespace(load=lambda name: {"tracking": {"mode": "offline"}}),
+        catalog,
     )
     agents = {"trainer": "ppo", "seed": 3, "verifier": {"w": torch.ones(2)}}
+    saved.save(agents)  # as the catalog does, before the hook
     hook.after_dataset_saved("training_history", {}, None)
     hook.after_dataset_saved("agents", agents, None)
     (artifact,) = artifacts

@@ -187,7 +187,7 @@ def _load_version_problems(
                 f"YYYY-MM-DDThh.mm.ss.sssZ); newest versions: {shown}"
             )
         # A dataset this run saves before reading it (train + evaluate pinned to
-        # the session's own agents, as sweeps do) need not exist yet.
+        # the run's own agents, as sweeps do) need not exist yet.
         elif version not in known and name in pipeline.inputs():
             problems.append(
                 f"--load-versions {name}:{version}: no such version; newest "
@@ -207,13 +207,14 @@ class TrackingHook:
     def __init__(self) -> None:
         self._run: Any = None
         self._run_params: dict[str, Any] = {}
+        self._catalog: CatalogProtocol | None = None
 
     @hook_impl
     def before_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
     ) -> None:
         """Start a W&B run when the pipeline trains agents."""
-        self._run_params = run_params
+        self._run_params, self._catalog = run_params, catalog
         if "train_agents" not in {n.name for n in pipeline.nodes}:
             return
         parameters = catalog.load("parameters")
@@ -276,13 +277,11 @@ class TrackingHook:
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
-        """The trained agents become the run's model artifact (``agents-<env>``,
-        one W&B version per training), with the dataset version they were saved as."""
-        if self._run is None or dataset_name != "agents":
+        """The file the run saved its agents to becomes the run's model artifact
+        (``agents-<env>``, one W&B version per training), with the dataset
+        version it was saved as."""
+        if self._run is None or self._catalog is None or dataset_name != "agents":
             return
-        import tempfile
-
-        import torch
         import wandb
 
         env = run_environment(self._run_params.get("env"))
@@ -296,11 +295,8 @@ class TrackingHook:
             },
         }
         artifact = wandb.Artifact(f"agents-{env}", type="model", metadata=metadata)
-        with tempfile.TemporaryDirectory() as folder:
-            path = f"{folder}/agents.pt"
-            torch.save(data, path)
-            artifact.add_file(path, name="agents.pt")  # copied into W&B's staging
-            self._run.log_artifact(artifact)
+        artifact.add_file(_saved_path(self._catalog.get(dataset_name)), "agents.pt")
+        self._run.log_artifact(artifact)
 
     @hook_impl
     def after_pipeline_run(self, **kwargs: Any) -> None:

@@ -1,7 +1,7 @@
 """Reading a sweep's trials from disk, finished or not.
 
 A trial's results live in three places: its state record (written when it ends),
-the versioned datasets its session saved (``training_history``, ``agents``,
+the versioned datasets its run saved (``training_history``, ``agents``,
 ``evaluation_metrics``, ``evaluation_breakdown``), and, while it trains or after an
 interruption, the ``history`` inside the newest checkpoint of its own checkpoint
 folder. Whichever reaches furthest is used, so results can be read mid-sweep.
@@ -86,7 +86,7 @@ def tagged_training_runs(training_run: Path, sweep: str) -> dict[str, list[str]]
 
 
 def saved_history(paths: dict[str, Path], version: str) -> pd.DataFrame | None:
-    """The training history a session saved: the CSV, else the agents' copy."""
+    """The training history a run saved: the CSV, else the agents' copy."""
     csv = _version_file(paths["training_history"], version)
     if csv is not None:
         try:

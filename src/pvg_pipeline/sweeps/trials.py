@@ -48,8 +48,8 @@ def run_session(
 ) -> dict[str, Any]:
     """Run ``pipelines`` in a new Kedro session; return versions and metrics.
 
-    When the session both trains and evaluates, evaluation is pinned to the agents
-    this session saved (another trial running at the same time may save newer ones).
+    When the run both trains and evaluates, evaluation is pinned to the agents
+    this run saved (another trial running at the same time may save newer ones).
     """
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
     from kedro.framework.startup import bootstrap_project
